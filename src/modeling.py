@@ -1,0 +1,394 @@
+"""BERT for MindSpore 2.x: one model class for the teacher and the student, plus task heads.
+
+Shapes: B = batch, S = sequence length (taken from the input at run time), H = hidden size,
+N = attention heads, d = H / N, I = intermediate size, L = layers, C = labels, V = vocabulary.
+
+Module and parameter names follow Hugging Face BERT (`embeddings.word_embeddings.weight`,
+`encoder.layer.0.attention.self.query.weight`, `pooler.dense.weight`, ...), so checkpoints map to the
+paper's boxes and to HF files one to one. Every initialiser and the LayerNorm epsilon are explicit,
+so nothing changes when MindSpore changes a default.
+
+Every Cell returns plain tuples. (A NamedTuple returned from `construct` goes through the graph-mode
+Python fallback, which stops gradients; `BertModelOutput` and `HeadOutput` are the Python-side views.)
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Tuple
+
+import numpy as np
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
+from mindspore.common.initializer import TruncatedNormal, initializer
+
+from src.config import BertConfig
+
+# Additive term for padded keys, as in Google BERT. TinyBERT's reference attention loss zeroes scores
+# <= -100, which only works because masked scores sit near -10000.
+ATTENTION_MASK_VALUE = -10000.0
+
+# Positions in the tuple returned by BertModel.construct.
+SEQUENCE_OUTPUT, POOLED_OUTPUT, HIDDEN_STATES, ATTENTION_SCORES = 0, 1, 2, 3
+# Positions in the tuple returned by the task heads.
+LOGITS, HEAD_HIDDEN_STATES, HEAD_ATTENTION_SCORES = 0, 1, 2
+
+
+class BertModelOutput(NamedTuple):
+    """Python-side view of BertModel's output tuple: `BertModelOutput(*model(ids, types, mask))`.
+
+    sequence_output: [B, S, H] last layer.
+    pooled_output: [B, H] tanh(dense(h_[CLS])).
+    hidden_states: L+1 tensors [B, S, H]; index 0 is the embedding output, index k is layer k.
+    attention_scores: L tensors [B, N, S, S]; scaled Q.K^T plus the additive mask, before softmax.
+    """
+
+    sequence_output: Tensor
+    pooled_output: Tensor
+    hidden_states: Tuple[Tensor, ...]
+    attention_scores: Tuple[Tensor, ...]
+
+
+class HeadOutput(NamedTuple):
+    """Python-side view of a task head's output tuple: logits plus what distillation needs."""
+
+    logits: Tensor
+    hidden_states: Tuple[Tensor, ...]
+    attention_scores: Tuple[Tensor, ...]
+
+
+def _truncated_normal(config: BertConfig) -> TruncatedNormal:
+    """Google BERT's initialiser: normal(0, sigma) cut at +-2 sigma. (MindSpore's bounds a, b are absolute
+    values, default +-2.0, so TruncatedNormal(0.02) alone would not truncate at all.)"""
+    sigma = config.initializer_range
+    return TruncatedNormal(sigma=sigma, mean=0.0, a=-2.0 * sigma, b=2.0 * sigma)
+
+
+def _normal(config: BertConfig, shape: Tuple[int, ...]) -> Parameter:
+    return Parameter(initializer(_truncated_normal(config), shape, ms.float32))
+
+
+def _dense(config: BertConfig, d_in: int, d_out: int) -> nn.Dense:
+    """Linear layer with BERT's initialisation (weight [out, in] ~ truncated normal, bias 0)."""
+    return nn.Dense(d_in, d_out, weight_init=_truncated_normal(config), bias_init="zeros")
+
+
+class Embedding(nn.Cell):
+    """Lookup table; parameter `weight` [V, H] as in HF (nn.Embedding would name it embedding_table)."""
+
+    def __init__(self, config: BertConfig, num: int, dim: int):
+        super().__init__()
+        self.weight = _normal(config, (num, dim))
+
+    def construct(self, ids):
+        return ops.gather(self.weight, ids, 0)
+
+
+class LayerNorm(nn.Cell):
+    """LayerNorm over the last axis with parameters `weight`/`bias` and an explicit epsilon."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = Parameter(initializer("ones", (dim,), ms.float32))
+        self.bias = Parameter(initializer("zeros", (dim,), ms.float32))
+        # ops.layer_norm has no CPU kernel in MindSpore 2.10; the LayerNorm primitive does.
+        self.norm = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)
+
+    def construct(self, x):
+        return self.norm(x, self.weight, self.bias)[0]
+
+
+def activation(name: str):
+    """The feed-forward activation named in BertConfig.hidden_act."""
+    if name == "gelu":
+        return nn.GELU(approximate=False)  # exact erf form, as Google and HF BERT
+    if name == "gelu_tanh":
+        return nn.GELU(approximate=True)
+    if name == "relu":
+        return nn.ReLU()
+    raise ValueError(f"hidden_act: got {name!r}; expected 'gelu', 'gelu_tanh' or 'relu'")
+
+
+class BertEmbeddings(nn.Cell):
+    """Word + position + token-type embeddings, then LayerNorm and dropout: [B, S] ids -> [B, S, H]."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        h = config.hidden_size
+        self.word_embeddings = Embedding(config, config.vocab_size, h)
+        self.position_embeddings = Embedding(config, config.max_position_embeddings, h)
+        self.token_type_embeddings = Embedding(config, config.type_vocab_size, h)
+        self.LayerNorm = LayerNorm(h, config.layer_norm_eps)  # pylint: disable=invalid-name
+        self.dropout = nn.Dropout(p=config.hidden_dropout_prob)
+
+    def construct(self, input_ids, token_type_ids):
+        seq_len = input_ids.shape[1]
+        positions = ops.arange(seq_len).reshape(1, seq_len)
+        x = self.word_embeddings(input_ids) + self.position_embeddings(positions)
+        x = x + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.LayerNorm(x))
+
+
+class BertSelfAttention(nn.Cell):
+    """Multi-head self-attention returning the context [B, S, H] and the scores [B, N, S, S]."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        h = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.head_size = config.head_size
+        self.scale = 1.0 / float(np.sqrt(self.head_size))
+        self.query = _dense(config, h, h)
+        self.key = _dense(config, h, h)
+        self.value = _dense(config, h, h)
+        self.dropout = nn.Dropout(p=config.attention_probs_dropout_prob)
+
+    def _split_heads(self, x):
+        b, s, _ = x.shape
+        return x.reshape(b, s, self.num_heads, self.head_size).transpose(0, 2, 1, 3)  # [B, N, S, d]
+
+    def construct(self, hidden, mask_add):
+        q = self._split_heads(self.query(hidden))
+        k = self._split_heads(self.key(hidden))
+        v = self._split_heads(self.value(hidden))
+        scores = ops.matmul(q, k.swapaxes(-1, -2)) * self.scale + mask_add  # [B, N, S, S]
+        probs = self.dropout(ops.softmax(scores, -1))
+        context = ops.matmul(probs, v).transpose(0, 2, 1, 3)  # [B, S, N, d]
+        b, s = context.shape[0], context.shape[1]
+        return context.reshape(b, s, self.num_heads * self.head_size), scores
+
+
+class BertSelfOutput(nn.Cell):
+    """Projection after attention, dropout, residual add and LayerNorm."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = _dense(config, config.hidden_size, config.hidden_size)
+        self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)  # pylint: disable=invalid-name
+        self.dropout = nn.Dropout(p=config.hidden_dropout_prob)
+
+    def construct(self, hidden, residual):
+        return self.LayerNorm(self.dropout(self.dense(hidden)) + residual)
+
+
+class BertAttention(nn.Cell):
+    """Self-attention plus its output block (HF `attention.self` and `attention.output`)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        setattr(self, "self", BertSelfAttention(config))  # HF's parameter names: attention.self.query
+        self.output = BertSelfOutput(config)
+
+    def construct(self, hidden, mask_add):
+        context, scores = self.self(hidden, mask_add)
+        return self.output(context, hidden), scores
+
+
+class BertIntermediate(nn.Cell):
+    """Feed-forward expansion H -> I with the configured activation."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = _dense(config, config.hidden_size, config.intermediate_size)
+        self.act = activation(config.hidden_act)
+
+    def construct(self, hidden):
+        return self.act(self.dense(hidden))
+
+
+class BertOutput(nn.Cell):
+    """Feed-forward contraction I -> H, dropout, residual add and LayerNorm."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = _dense(config, config.intermediate_size, config.hidden_size)
+        self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)  # pylint: disable=invalid-name
+        self.dropout = nn.Dropout(p=config.hidden_dropout_prob)
+
+    def construct(self, hidden, residual):
+        return self.LayerNorm(self.dropout(self.dense(hidden)) + residual)
+
+
+class BertLayer(nn.Cell):
+    """One transformer layer: attention, then the feed-forward block. Returns (hidden, scores)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.attention = BertAttention(config)
+        self.intermediate = BertIntermediate(config)
+        self.output = BertOutput(config)
+
+    def construct(self, hidden, mask_add):
+        attended, scores = self.attention(hidden, mask_add)
+        return self.output(self.intermediate(attended), attended), scores
+
+
+class BertEncoder(nn.Cell):
+    """L layers; returns all L+1 hidden states (input first) and L attention score tensors."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.layer = nn.CellList([BertLayer(config) for _ in range(config.num_hidden_layers)])
+
+    def construct(self, hidden, mask_add):
+        hidden_states = (hidden,)
+        attention_scores = ()
+        for layer in self.layer:
+            hidden, scores = layer(hidden, mask_add)
+            hidden_states = hidden_states + (hidden,)
+            attention_scores = attention_scores + (scores,)
+        return hidden_states, attention_scores
+
+
+class BertPooler(nn.Cell):
+    """tanh(dense(h_[CLS])): [B, S, H] -> [B, H]."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = _dense(config, config.hidden_size, config.hidden_size)
+
+    def construct(self, sequence_output):
+        return ops.tanh(self.dense(sequence_output[:, 0]))
+
+
+def extended_attention_mask(attention_mask):
+    """[B, S] 1/0 mask -> additive [B, 1, 1, S] term: 0 for real keys, ATTENTION_MASK_VALUE for padding."""
+    mask = attention_mask.astype(ms.float32)
+    return (1.0 - mask.expand_dims(1).expand_dims(1)) * ATTENTION_MASK_VALUE
+
+
+class BertModel(nn.Cell):
+    """BERT encoder used for both teacher and student.
+
+    construct(input_ids [B, S] int, token_type_ids [B, S] int, attention_mask [B, S] 1/0) returns the tuple
+    (sequence_output [B, S, H], pooled_output [B, H], hidden_states (L+1 x [B, S, H], embeddings first),
+    attention_scores (L x [B, N, S, S], pre-softmax, mask applied)); see BertModelOutput.
+    Only keys are masked: padded query rows are computed (and ignored by the losses).
+    """
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = BertEncoder(config)
+        self.pooler = BertPooler(config)
+
+    def construct(self, input_ids, token_type_ids, attention_mask):
+        embedded = self.embeddings(input_ids, token_type_ids)
+        hidden_states, attention_scores = self.encoder(embedded, extended_attention_mask(attention_mask))
+        sequence_output = hidden_states[-1]
+        return sequence_output, self.pooler(sequence_output), hidden_states, attention_scores
+
+
+class BertForSequenceClassification(nn.Cell):
+    """Sentence (or sentence-pair) classifier on the pooled output: logits [B, C].
+
+    `pooled_activation="relu"` reproduces TinyBERT (classifier(ReLU(pooled))); "none" reproduces
+    Google/HF BERT (classifier(dropout(pooled))). Use the same choice for teacher and student, and the
+    one the teacher was fine-tuned with. Returns (logits, hidden_states, attention_scores).
+    """
+
+    def __init__(self, config: BertConfig, num_labels: int, pooled_activation: str = "relu"):
+        super().__init__()
+        if pooled_activation not in ("relu", "none"):
+            raise ValueError(f"pooled_activation: got {pooled_activation!r}; expected 'relu' or 'none'")
+        self.config = config
+        self.num_labels = num_labels
+        self.pooled_activation = pooled_activation
+        self.bert = BertModel(config)
+        self.dropout = nn.Dropout(p=config.hidden_dropout_prob)
+        self.classifier = _dense(config, config.hidden_size, num_labels)
+        self.use_relu = pooled_activation == "relu"
+
+    def construct(self, input_ids, token_type_ids, attention_mask):
+        outputs = self.bert(input_ids, token_type_ids, attention_mask)
+        pooled = outputs[POOLED_OUTPUT]
+        pooled = ops.relu(pooled) if self.use_relu else self.dropout(pooled)
+        return self.classifier(pooled), outputs[HIDDEN_STATES], outputs[ATTENTION_SCORES]
+
+
+class BertForTokenClassification(nn.Cell):
+    """Per-token classifier (NER): logits [B, S, C]. Returns (logits, hidden_states, attention_scores)."""
+
+    def __init__(self, config: BertConfig, num_labels: int):
+        super().__init__()
+        self.config = config
+        self.num_labels = num_labels
+        self.bert = BertModel(config)
+        self.dropout = nn.Dropout(p=config.hidden_dropout_prob)
+        self.classifier = _dense(config, config.hidden_size, num_labels)
+
+    def construct(self, input_ids, token_type_ids, attention_mask):
+        outputs = self.bert(input_ids, token_type_ids, attention_mask)
+        logits = self.classifier(self.dropout(outputs[SEQUENCE_OUTPUT]))
+        return logits, outputs[HIDDEN_STATES], outputs[ATTENTION_SCORES]
+
+
+class BertPredictionHeadTransform(nn.Cell):
+    """Dense, activation and LayerNorm before the masked-LM decoder."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = _dense(config, config.hidden_size, config.hidden_size)
+        self.act = activation(config.hidden_act)
+        self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)  # pylint: disable=invalid-name
+
+    def construct(self, hidden):
+        return self.LayerNorm(self.act(self.dense(hidden)))
+
+
+class BertLMPredictionHead(nn.Cell):
+    """Masked-LM scores [B, S, V]; the decoder is tied to the word-embedding table, plus a bias [V]."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.transform = BertPredictionHeadTransform(config)
+        self.bias = Parameter(initializer("zeros", (config.vocab_size,), ms.float32))
+
+    def construct(self, hidden, embedding_table):
+        return ops.matmul(self.transform(hidden), embedding_table.T) + self.bias
+
+
+class BertMLMHead(nn.Cell):
+    """Container named `cls` in checkpoints, as in Google and HF BERT (`cls.predictions.*`)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.predictions = BertLMPredictionHead(config)
+
+    def construct(self, hidden, embedding_table):
+        return self.predictions(hidden, embedding_table)
+
+
+class BertForMaskedLM(nn.Cell):
+    """BERT with its masked-LM head (used for data augmentation). Returns (mlm_logits [B, S, V],
+    hidden_states, attention_scores)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config)
+        self.cls = BertMLMHead(config)
+
+    def construct(self, input_ids, token_type_ids, attention_mask):
+        outputs = self.bert(input_ids, token_type_ids, attention_mask)
+        table = self.bert.embeddings.word_embeddings.weight
+        return self.cls(outputs[SEQUENCE_OUTPUT], table), outputs[HIDDEN_STATES], outputs[ATTENTION_SCORES]
+
+
+HEADS = {
+    "backbone": BertModel,
+    "sequence_classification": BertForSequenceClassification,
+    "token_classification": BertForTokenClassification,
+    "masked_lm": BertForMaskedLM,
+}
+
+
+def build_model(config: BertConfig, head: str = "backbone", **head_kwargs) -> nn.Cell:
+    """Build BertModel or a task head by name (see HEADS); head_kwargs go to the head (num_labels, ...)."""
+    if head not in HEADS:
+        raise ValueError(f"head: got {head!r}; expected one of {sorted(HEADS)}")
+    return HEADS[head](config, **head_kwargs)
+
+
+def count_parameters(net: nn.Cell) -> int:
+    """Number of scalar parameters in a Cell."""
+    return int(sum(np.prod(p.shape) for p in net.get_parameters()))

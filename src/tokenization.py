@@ -1,0 +1,163 @@
+"""BERT WordPiece tokenization (English uncased and Chinese), following Google BERT's FullTokenizer.
+
+Basic tokenization: clean control characters, split CJK characters one by one, optionally lower-case
+and strip accents, split on whitespace and punctuation. Then greedy longest-match-first WordPiece with
+`##` continuations; a word that cannot be covered, or is longer than `max_chars_per_word`, is [UNK].
+"""
+from __future__ import annotations
+
+import unicodedata
+from typing import Dict, List, NamedTuple, Optional, Sequence
+
+
+def load_vocab(path: str) -> Dict[str, int]:
+    """Token -> id from a vocab.txt (one token per line, id = line number)."""
+    vocab: Dict[str, int] = {}
+    with open(path, encoding="utf-8") as f:
+        for index, line in enumerate(f):
+            token = line.rstrip("\n").rstrip("\r")
+            if token in vocab:
+                raise ValueError(f"{path}:{index + 1}: duplicate token {token!r}")
+            vocab[token] = index
+    if not vocab:
+        raise ValueError(f"{path}: empty vocabulary")
+    return vocab
+
+
+def _is_whitespace(ch: str) -> bool:
+    return ch in " \t\n\r" or unicodedata.category(ch) == "Zs"
+
+
+def _is_control(ch: str) -> bool:
+    if ch in "\t\n\r":
+        return False
+    return unicodedata.category(ch) in ("Cc", "Cf")
+
+
+def _is_punctuation(ch: str) -> bool:
+    cp = ord(ch)
+    # ASCII symbols such as ^ $ ` are not Unicode punctuation but BERT splits them too.
+    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
+        return True
+    return unicodedata.category(ch).startswith("P")
+
+
+def _is_cjk(cp: int) -> bool:
+    return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2A6DF
+            or 0x2A700 <= cp <= 0x2B73F or 0x2B740 <= cp <= 0x2B81F or 0x2B820 <= cp <= 0x2CEAF
+            or 0xF900 <= cp <= 0xFAFF or 0x2F800 <= cp <= 0x2FA1F)
+
+
+class BasicTokenizer:
+    """Whitespace, punctuation and CJK splitting with optional lower-casing and accent stripping."""
+
+    def __init__(self, do_lower_case: bool = True):
+        self.do_lower_case = do_lower_case
+
+    def tokenize(self, text: str) -> List[str]:
+        text = self._clean(text)
+        text = "".join(f" {ch} " if _is_cjk(ord(ch)) else ch for ch in text)
+        tokens: List[str] = []
+        for word in text.split():
+            if self.do_lower_case:
+                word = self._strip_accents(word.lower())
+            tokens.extend(self._split_punctuation(word))
+        return tokens
+
+    @staticmethod
+    def _clean(text: str) -> str:
+        out = []
+        for ch in text:
+            cp = ord(ch)
+            if cp == 0 or cp == 0xFFFD or _is_control(ch):
+                continue
+            out.append(" " if _is_whitespace(ch) else ch)
+        return "".join(out)
+
+    @staticmethod
+    def _strip_accents(text: str) -> str:
+        return "".join(ch for ch in unicodedata.normalize("NFD", text) if unicodedata.category(ch) != "Mn")
+
+    @staticmethod
+    def _split_punctuation(word: str) -> List[str]:
+        pieces: List[str] = []
+        current = ""
+        for ch in word:
+            if _is_punctuation(ch):
+                if current:
+                    pieces.append(current)
+                pieces.append(ch)
+                current = ""
+            else:
+                current += ch
+        if current:
+            pieces.append(current)
+        return pieces
+
+
+class WordpieceTokenizer:
+    """Greedy longest-match-first WordPiece over one basic token."""
+
+    def __init__(self, vocab: Dict[str, int], unk_token: str = "[UNK]", max_chars_per_word: int = 200):
+        self.vocab = vocab
+        self.unk_token = unk_token
+        self.max_chars_per_word = max_chars_per_word
+
+    def tokenize_word(self, word: str) -> List[str]:
+        if len(word) > self.max_chars_per_word:
+            return [self.unk_token]
+        pieces, start = [], 0
+        while start < len(word):
+            end = len(word)
+            while end > start:
+                piece = word[start:end] if start == 0 else "##" + word[start:end]
+                if piece in self.vocab:
+                    break
+                end -= 1
+            if end == start:
+                return [self.unk_token]
+            pieces.append(piece)
+            start = end
+        return pieces
+
+
+class Encoding(NamedTuple):
+    """Model inputs for one example, padded to max_seq_length."""
+
+    input_ids: List[int]
+    token_type_ids: List[int]
+    attention_mask: List[int]
+
+
+class BertTokenizer:
+    """Basic + WordPiece tokenization and [CLS] A [SEP] (B [SEP]) encoding."""
+
+    def __init__(self, vocab_file: str, do_lower_case: bool = True):
+        self.vocab = load_vocab(vocab_file)
+        self.inv_vocab = {i: t for t, i in self.vocab.items()}
+        for special in ("[PAD]", "[UNK]", "[CLS]", "[SEP]"):
+            if special not in self.vocab:
+                raise ValueError(f"{vocab_file}: special token {special} is missing; is this a BERT vocab?")
+        self.basic = BasicTokenizer(do_lower_case)
+        self.wordpiece = WordpieceTokenizer(self.vocab)
+
+    def tokenize(self, text: str) -> List[str]:
+        return [piece for word in self.basic.tokenize(text) for piece in self.wordpiece.tokenize_word(word)]
+
+    def convert_tokens_to_ids(self, tokens: Sequence[str]) -> List[int]:
+        return [self.vocab[t] for t in tokens]
+
+    def encode(self, text_a: str, text_b: Optional[str] = None, max_seq_length: int = 128) -> Encoding:
+        """Tokens of one example as padded ids; the longer segment is truncated first (as Google BERT)."""
+        a, b = self.tokenize(text_a), self.tokenize(text_b) if text_b is not None else []
+        budget = max_seq_length - (3 if text_b is not None else 2)
+        while len(a) + len(b) > budget:
+            (a if len(a) >= len(b) else b).pop()
+        tokens = ["[CLS]"] + a + ["[SEP]"]
+        types = [0] * len(tokens)
+        if text_b is not None:
+            tokens += b + ["[SEP]"]
+            types += [1] * (len(b) + 1)
+        ids = self.convert_tokens_to_ids(tokens)
+        pad = max_seq_length - len(ids)
+        return Encoding(ids + [self.vocab["[PAD]"]] * pad, types + [0] * pad, [1] * len(ids) + [0] * pad)

