@@ -183,7 +183,7 @@ def load_params(net: nn.Cell, params: Mapping[str, Any], source: str, allow_miss
     to_load = {}
     for p in net.get_parameters():
         if p.name in arrays:
-            to_load[p.name] = Parameter(Tensor(arrays[p.name].astype(ms.dtype_to_nptype(p.dtype))), name=p.name)
+            to_load[p.name] = Parameter(Tensor(arrays[p.name], dtype=p.dtype), name=p.name)
     not_loaded, _ = ms.load_param_into_net(net, to_load, strict_load=True)
     not_loaded = [n for n in not_loaded if n not in kept]
     if not_loaded:  # belt and braces: MindSpore's own view must agree with ours

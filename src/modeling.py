@@ -156,17 +156,24 @@ class BertSelfAttention(nn.Cell):
         return context.reshape(b, s, self.num_heads * self.head_size), scores
 
 
-class BertSelfOutput(nn.Cell):
-    """Projection after attention, dropout, residual add and LayerNorm."""
+class _DenseResidualNorm(nn.Cell):
+    """Dense to H, dropout, residual add and LayerNorm: the block after attention and after the FFN."""
 
-    def __init__(self, config: BertConfig):
+    def __init__(self, config: BertConfig, d_in: int):
         super().__init__()
-        self.dense = _dense(config, config.hidden_size, config.hidden_size)
+        self.dense = _dense(config, d_in, config.hidden_size)
         self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)  # pylint: disable=invalid-name
         self.dropout = nn.Dropout(p=config.hidden_dropout_prob)
 
     def construct(self, hidden, residual):
         return self.LayerNorm(self.dropout(self.dense(hidden)) + residual)
+
+
+class BertSelfOutput(_DenseResidualNorm):
+    """Projection after attention (H -> H), dropout, residual add and LayerNorm."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config, config.hidden_size)
 
 
 class BertAttention(nn.Cell):
@@ -194,17 +201,11 @@ class BertIntermediate(nn.Cell):
         return self.act(self.dense(hidden))
 
 
-class BertOutput(nn.Cell):
+class BertOutput(_DenseResidualNorm):
     """Feed-forward contraction I -> H, dropout, residual add and LayerNorm."""
 
     def __init__(self, config: BertConfig):
-        super().__init__()
-        self.dense = _dense(config, config.intermediate_size, config.hidden_size)
-        self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)  # pylint: disable=invalid-name
-        self.dropout = nn.Dropout(p=config.hidden_dropout_prob)
-
-    def construct(self, hidden, residual):
-        return self.LayerNorm(self.dropout(self.dense(hidden)) + residual)
+        super().__init__(config, config.intermediate_size)
 
 
 class BertLayer(nn.Cell):
