@@ -59,8 +59,16 @@ def _zoo_config(args: argparse.Namespace):
         fields = dict(MODEL_PRESETS[args.preset], **ZOO_MODEL_DEFAULTS)
         where = f"--preset {args.preset}"
     else:
+        if not os.path.isfile(args.config):
+            raise FileNotFoundError(f"config file not found: {args.config}")
         with open(args.config, encoding="utf-8") as f:
-            fields = dict(ZOO_MODEL_DEFAULTS, **(yaml.safe_load(f) or {}))
+            try:
+                data = yaml.safe_load(f) or {}  # YAML is a superset of JSON: both work
+            except yaml.YAMLError as err:
+                raise ConfigError(f"{args.config}: not valid YAML/JSON: {err}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{args.config}: expected a mapping of BertConfig fields, got {type(data).__name__}")
+        fields = dict(ZOO_MODEL_DEFAULTS, **data)
         where = args.config
     for item in args.set:
         key, value = parse_override(item)

@@ -6,7 +6,7 @@
 #   bash scripts/setup.sh            # everything (what CI and the tests expect)
 #   bash scripts/setup.sh --core     # without the TensorFlow extra (tests that need it are reported as skipped)
 #
-# Environment: PYTHON (default python3, must be 3.9-3.12 for MindSpore 2.10), VENV (default .venv).
+# Environment: PYTHON (default python3: 3.10-3.12, or 3.9 with --core), VENV (default .venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +24,11 @@ done
 
 if ! "$PYTHON" -c 'import sys; sys.exit(not ((3, 9) <= sys.version_info[:2] <= (3, 12)))'; then
   echo "setup.sh: MindSpore 2.10 needs Python 3.9-3.12; $PYTHON is $("$PYTHON" -V 2>&1). Set PYTHON=..." >&2
+  exit 2
+fi
+if [ "$WITH_TF" = 1 ] && ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] < (3, 10))'; then
+  echo "setup.sh: the TensorFlow extra (tensorflow-cpu 2.21) needs Python >= 3.10; $PYTHON is" \
+       "$("$PYTHON" -V 2>&1). Use PYTHON=python3.10 (or newer), or --core to install without it." >&2
   exit 2
 fi
 

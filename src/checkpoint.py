@@ -11,6 +11,7 @@ mismatches raise CheckpointError listing the first ones, unless the caller names
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import logging
 import os
@@ -59,13 +60,22 @@ def _fsync_replace(tmp: str, final: str) -> None:
     os.replace(tmp, final)
 
 
+def file_sha256(path: str) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def save_checkpoint(params: Any, path: str, model_config: Optional[BertConfig] = None,
                     head: Optional[Dict[str, Any]] = None, extra: Optional[Dict[str, Any]] = None) -> str:
     """Write `params` (a Cell or a name -> array mapping) to `path` atomically, with the config beside it.
 
-    Both files are written to temporary names in the same directory and renamed into place, so a crash
-    leaves either the previous checkpoint or the new one, never a partial file under the final name.
-    Returns the checkpoint path.
+    Both files are written under temporary names in the same directory and renamed into place, so a crash
+    never leaves a partial file under the final name. The JSON records the SHA-256 of the .ckpt, so a
+    crash between the two renames (new weights, old JSON) is detected when loading. Returns the path.
     """
     if not path.endswith(".ckpt"):
         raise CheckpointError(f"checkpoint path must end with .ckpt: {path}")
@@ -75,29 +85,38 @@ def save_checkpoint(params: Any, path: str, model_config: Optional[BertConfig] =
     else:
         items = [(name, _to_numpy(value)) for name, value in params.items()]
     tmp_ckpt = f"{path}.tmp-{os.getpid()}.ckpt"  # MindSpore appends .ckpt to names without it
-    ms.save_checkpoint([{"name": n, "data": Tensor(v)} for n, v in items], tmp_ckpt)
-    meta = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "model": to_dict(model_config) if model_config is not None else None,
-        "head": head or {"type": "backbone"},
-        "num_tensors": len(items),
-        "num_parameters": int(sum(v.size for _, v in items)),
-        "file_size": os.path.getsize(tmp_ckpt),
-    }
-    meta.update(extra or {})
     tmp_json = f"{sidecar_path(path)}.tmp-{os.getpid()}"
-    with open(tmp_json, "w", encoding="utf-8") as f:
-        json.dump(meta, f, indent=2, sort_keys=False)
-        f.write("\n")
-    _fsync_replace(tmp_ckpt, path)
-    _fsync_replace(tmp_json, sidecar_path(path))
+    try:
+        ms.save_checkpoint([{"name": n, "data": Tensor(v)} for n, v in items], tmp_ckpt)
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "model": to_dict(model_config) if model_config is not None else None,
+            "head": head or {"type": "backbone"},
+            "num_tensors": len(items),
+            "num_parameters": int(sum(v.size for _, v in items)),
+            "file_size": os.path.getsize(tmp_ckpt),
+            "sha256": file_sha256(tmp_ckpt),
+        }
+        meta.update(extra or {})
+        with open(tmp_json, "w", encoding="utf-8") as f:
+            json.dump(meta, f, indent=2)
+            f.write("\n")
+        _fsync_replace(tmp_ckpt, path)
+        _fsync_replace(tmp_json, sidecar_path(path))
+    finally:
+        for tmp in (tmp_ckpt, tmp_json):
+            if os.path.exists(tmp):
+                os.remove(tmp)
     logger.info("saved %s (%d tensors, %.1f M parameters)", path, len(items), meta["num_parameters"] / 1e6)
     return path
 
 
-def read_metadata(path: str) -> Dict[str, Any]:
-    """The JSON saved beside checkpoint `path`; checks it belongs to this checkpoint file."""
+def read_metadata(path: str, verify: bool = False) -> Dict[str, Any]:
+    """The JSON saved beside checkpoint `path`; checks that it belongs to this checkpoint file.
+
+    The size is always compared; with `verify`, the SHA-256 too (reads the whole checkpoint once).
+    """
     meta_path = sidecar_path(path)
     if not os.path.isfile(meta_path):
         raise CheckpointError(f"{path}: no config file beside it ({meta_path}); checkpoints written by "
@@ -107,12 +126,17 @@ def read_metadata(path: str) -> Dict[str, Any]:
             meta = json.load(f)
         except json.JSONDecodeError as err:
             raise CheckpointError(f"{meta_path}: not valid JSON ({err})") from None
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{meta_path}: format is {meta.get('format')!r}, expected {FORMAT!r}")
-    size = os.path.getsize(path) if os.path.isfile(path) else None
-    if size is not None and meta.get("file_size") not in (None, size):
-        raise CheckpointError(f"{path}: file size {size} does not match {meta['file_size']} recorded in "
-                              f"{meta_path}; the checkpoint was overwritten or truncated")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise CheckpointError(f"{meta_path}: format is {found!r}, expected {FORMAT!r}")
+    if os.path.isfile(path):
+        size = os.path.getsize(path)
+        if meta.get("file_size") not in (None, size):
+            raise CheckpointError(f"{path}: file size {size} does not match {meta['file_size']} recorded in "
+                                  f"{meta_path}; the checkpoint was overwritten or truncated")
+        if verify and meta.get("sha256") not in (None, file_sha256(path)):
+            raise CheckpointError(f"{path}: contents do not match the SHA-256 recorded in {meta_path}; the "
+                                  f"two files are from different saves (an interrupted save?)")
     return meta
 
 
@@ -235,29 +259,39 @@ def save_model(net: nn.Cell, path: str, extra: Optional[Dict[str, Any]] = None) 
     return save_checkpoint(net, path, net.config, head_spec(net), extra)
 
 
+_CLASSIFIER_HEADS = ("sequence_classification", "token_classification")
+
+
 def load_model(path: str, head: Optional[str] = None, **head_kwargs: Any) -> nn.Cell:
-    """Build the network described beside `path` and load its weights strictly.
+    """Build the network described beside `path` and load its weights strictly (SHA-256 verified).
 
-    With `head` (e.g. "backbone", or "sequence_classification" with num_labels=...), build that network
-    instead: a bare "backbone" takes the `bert.` part of a head checkpoint; a new head on top of a saved
-    backbone or masked-LM checkpoint keeps its classifier at initialisation (logged). A masked-LM head
-    is never invented: it must be in the checkpoint.
+    Without `head`, the saved network is rebuilt; keyword arguments override saved head arguments (a changed
+    num_labels then fails on the classifier's shape). With a different `head`, only the encoder (`bert.*`)
+    carries over: a bare "backbone" takes it alone; a classifier head on top of it starts with a fresh
+    classifier (logged; num_labels is required). A masked-LM head is never invented.
     """
-    from src import modeling
+    from src import modeling  # pylint: disable=import-outside-toplevel
 
+    meta = read_metadata(path, verify=True)
     config = read_model_config(path)
-    saved = dict(read_metadata(path).get("head") or {"type": "backbone"})
+    saved = dict(meta.get("head") or {"type": "backbone"})
     saved_type = saved.pop("type")
-    if head is None or (head == saved_type and not head_kwargs):
-        head, head_kwargs = saved_type, saved
-    net = modeling.build_model(config, head, **head_kwargs)
+    head = head or saved_type
+    kwargs = {**saved, **head_kwargs} if head == saved_type else dict(head_kwargs)
+    if head in _CLASSIFIER_HEADS and "num_labels" not in kwargs:
+        raise CheckpointError(f"{path}: a {head} head on a {saved_type} checkpoint needs num_labels")
+    net = modeling.build_model(config, head, **kwargs)
+    params = read_checkpoint(path)
     if head == saved_type:
-        load_checkpoint(net, path)
-    elif head == "backbone":
-        load_checkpoint(net, path, prefix="bert.")
-    elif saved_type == "backbone":
-        params = {"bert." + n: v for n, v in read_checkpoint(path).items()}
-        load_params(net, params, path, allow_missing=("classifier.*",))
+        load_params(net, params, path)
+        return net
+    encoder = {n: v for n, v in params.items() if n.startswith("bert.")} if saved_type != "backbone" \
+        else {"bert." + n: v for n, v in params.items()}
+    dropped = sorted(n for n in params if saved_type != "backbone" and not n.startswith("bert."))
+    if dropped:
+        logger.info("%s: %s not used by a %s network", path, _listing("tensors", dropped), head)
+    if head == "backbone":
+        load_params(net, {n[len("bert."):]: v for n, v in encoder.items()}, path)
     else:
-        load_checkpoint(net, path, allow_missing=("classifier.*",), allow_unexpected=("classifier.*", "cls.*"))
+        load_params(net, encoder, path, allow_missing=("classifier.*",) if head in _CLASSIFIER_HEADS else ())
     return net

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import os
 import sys
 import typing
@@ -30,6 +31,11 @@ class ConfigError(ValueError):
     """A configuration value is unknown, mistyped or inconsistent; the message says where and why."""
 
 
+def _bounded(default: Any, **bounds: float) -> Any:
+    """A dataclass field whose value must satisfy `bounds` (gt, ge, lt, le), checked at load."""
+    return field(default=default, metadata=bounds)
+
+
 # --------------------------------------------------------------------------------------------------
 # Model
 # --------------------------------------------------------------------------------------------------
@@ -37,34 +43,25 @@ class ConfigError(ValueError):
 class BertConfig:
     """Architecture of one BERT encoder; the teacher and the student are both a BertConfig."""
 
-    vocab_size: int = 30522
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
+    vocab_size: int = _bounded(30522, gt=0)
+    hidden_size: int = _bounded(768, gt=0)
+    num_hidden_layers: int = _bounded(12, gt=0)
+    num_attention_heads: int = _bounded(12, gt=0)
+    intermediate_size: int = _bounded(3072, gt=0)
     hidden_act: Literal["gelu", "gelu_tanh", "relu"] = "gelu"  # gelu = exact erf form, as BERT
-    hidden_dropout_prob: float = 0.1
-    attention_probs_dropout_prob: float = 0.1
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2
-    initializer_range: float = 0.02
-    layer_norm_eps: float = 1e-12  # Google/HF BERT value; MindSpore's LayerNorm default (1e-7) differs
+    hidden_dropout_prob: float = _bounded(0.1, ge=0.0, lt=1.0)
+    attention_probs_dropout_prob: float = _bounded(0.1, ge=0.0, lt=1.0)
+    max_position_embeddings: int = _bounded(512, gt=0)
+    type_vocab_size: int = _bounded(2, gt=0)
+    initializer_range: float = _bounded(0.02, gt=0.0)
+    layer_norm_eps: float = _bounded(1e-12, gt=0.0)  # Google/HF BERT value; MindSpore's LayerNorm default (1e-7) differs
 
     def validate(self, where: str) -> None:
         """Check cross-field rules; `where` is the dotted path used in error messages."""
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                     "intermediate_size", "max_position_embeddings", "type_vocab_size"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{where}.{name}: got {getattr(self, name)}; expected a positive integer")
         if self.hidden_size % self.num_attention_heads:
             raise ConfigError(
                 f"{where}: hidden_size ({self.hidden_size}) is not a multiple of num_attention_heads "
                 f"({self.num_attention_heads}); allowed: hidden_size % num_attention_heads == 0")
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ConfigError(f"{where}.{name}: got {getattr(self, name)}; expected 0 <= p < 1")
-        if self.initializer_range <= 0 or self.layer_norm_eps <= 0:
-            raise ConfigError(f"{where}: initializer_range and layer_norm_eps must be > 0")
 
     @property
     def head_size(self) -> int:
@@ -110,7 +107,7 @@ class RunConfig:
     """Where and how a command runs."""
 
     device_target: Literal["CPU", "GPU", "Ascend"] = "CPU"
-    device_id: int = 0
+    device_id: int = _bounded(0, ge=0)
     mode: Literal["graph", "pynative"] = "graph"
     seed: int = 1  # weight init and dropout (mindspore.set_seed)
     data_seed: int = 2  # shuffling (mindspore.dataset.config.set_seed)
@@ -139,7 +136,7 @@ class DataConfig:
     dataset_type: Literal["mindrecord", "tfrecord"] = "mindrecord"
     schema_file: str = field(default="", metadata={"path": True})
     vocab_file: str = field(default="", metadata={"path": True})
-    seq_length: int = 128
+    seq_length: int = _bounded(128, ge=2)  # at least [CLS] and [SEP]
     shuffle: bool = True
 
 
@@ -147,30 +144,30 @@ class DataConfig:
 class LossScaleConfig:
     """Dynamic loss scaling: halve on overflow (the step is skipped), double after `window` clean steps."""
 
-    init: float = 65536.0
-    factor: float = 2.0
-    window: int = 1000
+    init: float = _bounded(65536.0, ge=1.0)
+    factor: float = _bounded(2.0, gt=1.0)
+    window: int = _bounded(1000, gt=0)
 
 
 @dataclass(frozen=True)
 class StageConfig:
     """Optimisation of one training stage (GD, TD phase 1, TD phase 2, teacher fine-tuning)."""
 
-    batch_size: int = 32
-    epochs: float = 3.0
-    lr: float = 5e-5
-    end_lr: float = 0.0
-    power: float = 1.0
-    warmup_ratio: float = 0.1
-    weight_decay: float = 1e-4
-    adam_eps: float = 1e-6
+    batch_size: int = _bounded(32, gt=0)
+    epochs: float = _bounded(3.0, gt=0.0)
+    lr: float = _bounded(5e-5, gt=0.0)
+    end_lr: float = _bounded(0.0, ge=0.0)
+    power: float = _bounded(1.0, gt=0.0)
+    warmup_ratio: float = _bounded(0.1, ge=0.0, le=1.0)
+    weight_decay: float = _bounded(1e-4, ge=0.0)
+    adam_eps: float = _bounded(1e-6, gt=0.0)
     decay_filter: Tuple[str, ...] = ("layernorm", "bias")  # parameters whose name contains one: no decay
     loss_scale: LossScaleConfig = LossScaleConfig()
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = _bounded(1.0, gt=0.0)
     clip_mode: Literal["global", "per_tensor"] = "global"
-    log_steps: int = 10
-    save_steps: int = 100
-    keep_checkpoints: int = 1
+    log_steps: int = _bounded(10, gt=0)
+    save_steps: int = _bounded(100, gt=0)
+    keep_checkpoints: int = _bounded(1, gt=0)
 
 
 @dataclass(frozen=True)
@@ -181,12 +178,12 @@ class DistillConfig:
     layer_map: Union[Literal["uniform"], Tuple[Tuple[int, int], ...]] = "uniform"
     reference_parity: bool = False  # reproduce the original's unmasked attention MSE exactly
     fit_dense: Literal["shared", "per_layer"] = "shared"
-    attention_weight: float = 1.0
-    hidden_weight: float = 1.0
-    embedding_weight: float = 1.0
-    temperature: float = 1.0
+    attention_weight: float = _bounded(1.0, ge=0.0)
+    hidden_weight: float = _bounded(1.0, ge=0.0)
+    embedding_weight: float = _bounded(1.0, ge=0.0)
+    temperature: float = _bounded(1.0, gt=0.0)
     temperature_squared: bool = False  # multiply the soft cross-entropy by T^2 (Hinton et al.)
-    hard_label_weight: float = 0.0
+    hard_label_weight: float = _bounded(0.0, ge=0.0)
 
 
 @dataclass(frozen=True)
@@ -195,7 +192,7 @@ class TaskConfig:
 
     name: str = ""
     type: Literal["classification", "ner", "regression"] = "classification"
-    num_labels: int = 2
+    num_labels: int = _bounded(2, gt=0)
     labels: Tuple[str, ...] = ()  # label order; pinned for MNLI because teachers differ
     metric: Literal["accuracy", "f1", "entity_f1", "pearson"] = "accuracy"
     pooled_activation: Literal["relu", "none"] = "relu"  # TinyBERT applies ReLU to the pooled output
@@ -212,7 +209,7 @@ class TDPhases:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    batch_size: int = 32
+    batch_size: int = _bounded(32, gt=0)
 
 
 @dataclass(frozen=True)
@@ -265,16 +262,38 @@ def _validate_models(cfg: Any, where: str) -> None:
             raise ConfigError(
                 f"{where}: data.seq_length: got {seq}; allowed: at most {role}.max_position_embeddings "
                 f"({limit})")
-    if seq < 2:
-        raise ConfigError(f"{where}: data.seq_length: got {seq}; expected >= 2 ([CLS] and [SEP])")
     if cfg.teacher.vocab_size != cfg.student.vocab_size:
         raise ConfigError(
             f"{where}: teacher.vocab_size ({cfg.teacher.vocab_size}) != student.vocab_size "
             f"({cfg.student.vocab_size}); both read the same token ids")
-    if isinstance(cfg.distill.layer_map, tuple):
-        for pair in cfg.distill.layer_map:
-            if len(pair) != 2:
-                raise ConfigError(f"{where}: distill.layer_map: got entry {list(pair)}; expected [student, teacher]")
+    resolve_layer_map(cfg.distill.layer_map, cfg.teacher.num_hidden_layers, cfg.student.num_hidden_layers, where)
+
+
+def resolve_layer_map(layer_map: Any, teacher_layers: int, student_layers: int,
+                      where: str = "<python>") -> Tuple[Tuple[int, int], ...]:
+    """[student layer, teacher layer] pairs, layer 0 being the embeddings.
+
+    "uniform" maps student layer i to teacher layer i * (teacher_layers / student_layers), which must divide.
+    """
+    if layer_map == "uniform":
+        if teacher_layers % student_layers:
+            raise ConfigError(
+                f"{where}: distill.layer_map: 'uniform' needs the teacher depth ({teacher_layers}) to be a "
+                f"multiple of the student depth ({student_layers}); give explicit [student, teacher] pairs")
+        step = teacher_layers // student_layers
+        return tuple((i, i * step) for i in range(student_layers + 1))
+    seen = set()
+    for index, (s_layer, t_layer) in enumerate(layer_map):
+        if not (0 <= s_layer <= student_layers and 0 <= t_layer <= teacher_layers):
+            raise ConfigError(
+                f"{where}: distill.layer_map[{index}]: got [{s_layer}, {t_layer}]; expected student layer in "
+                f"0..{student_layers} and teacher layer in 0..{teacher_layers} (0 = embeddings)")
+        if s_layer in seen:
+            raise ConfigError(f"{where}: distill.layer_map[{index}]: student layer {s_layer} is mapped twice")
+        seen.add(s_layer)
+    if not layer_map:
+        raise ConfigError(f"{where}: distill.layer_map: empty; expected 'uniform' or [student, teacher] pairs")
+    return tuple(layer_map)
 
 
 ROOTS = {"gd": GDConfig, "td": TDConfig}
@@ -303,7 +322,7 @@ def load_config(path: str, overrides: Sequence[str] = (), kind: Optional[str] = 
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(data).__name__}")
     if kind is None:
-        kind = "td" if ("td" in data or "task" in data) else "gd"
+        kind = _infer_kind(data, path)
     if kind not in ROOTS:
         raise ConfigError(f"unknown config kind {kind!r}; expected one of {sorted(ROOTS)}")
     for item in overrides:
@@ -311,6 +330,15 @@ def load_config(path: str, overrides: Sequence[str] = (), kind: Optional[str] = 
     cfg = _build(ROOTS[kind], data, "", path)
     cfg.validate(path)
     return cfg
+
+
+def _infer_kind(data: Dict[str, Any], path: str) -> str:
+    if "td" in data or "task" in data:
+        return "td"
+    if "gd" in data:
+        return "gd"
+    raise ConfigError(f"{path}: cannot tell a general-distillation config (with a 'gd:' section) from a "
+                      f"task-distillation one (with 'td:' or 'task:'); add the section or pass kind='gd'/'td'")
 
 
 def parse_override(item: str) -> Tuple[str, Any]:
@@ -340,6 +368,8 @@ def _apply_override(data: Dict[str, Any], item: str, root: type) -> None:
             if part != "preset" and dataclasses.is_dataclass(fields[part].type):
                 raise ConfigError(f"command line: '{key}' is a section, not a value; "
                                   f"set one of its keys, e.g. --{key}.{next(iter(_fields(fields[part].type)))}=...")
+            if part == "preset" and value not in MODEL_PRESETS:
+                raise ConfigError(f"command line: {key}: got {value!r}; expected one of {sorted(MODEL_PRESETS)}")
             if part != "preset" and not dataclasses.is_dataclass(fields[part].type):
                 # Check the type here so the error says the value came from the command line.
                 _coerce(fields[part].type, value, key, "command line")
@@ -406,10 +436,22 @@ def _build(cls: type, data: Any, prefix: str, where: str, base: Any = None) -> A
             value = _build(f.type, data[name], path, where, default)
         else:
             value = _coerce(f.type, data[name], path, where)
+        _check_bounds(value, f.metadata, path, where)
         if f.metadata.get("path"):
             value = _resolve_paths(value)
         kwargs[name] = value
     return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
+
+
+_BOUND_TEXT = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+
+
+def _check_bounds(value: Any, metadata: Any, path: str, where: str) -> None:
+    tests = {"gt": lambda v, b: v > b, "ge": lambda v, b: v >= b, "lt": lambda v, b: v < b, "le": lambda v, b: v <= b}
+    failed = [f"{_BOUND_TEXT[k]} {metadata[k]}" for k in tests if k in metadata and not tests[k](value, metadata[k])]
+    if failed:
+        wanted = " and ".join(f"{_BOUND_TEXT[k]} {metadata[k]}" for k in tests if k in metadata)
+        raise ConfigError(f"{where}: {path}: got {value!r}; expected a value {wanted}")
 
 
 def _preset(name: Any, prefix: str, where: str) -> Dict[str, Any]:
@@ -481,13 +523,19 @@ def _describe(tp: Any) -> str:
 
 
 def _coerce_scalar(tp: Any, value: Any, path: str, where: str) -> Any:
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if tp is float and isinstance(value, str):
-        try:  # YAML 1.1 reads "3e-5" as a string; accept it as the number it clearly is
-            return float(value)
-        except ValueError:
-            pass
+    if tp is float and not isinstance(value, bool):
+        number = None
+        if isinstance(value, (int, float)):
+            number = float(value)
+        elif isinstance(value, str):
+            try:  # YAML 1.1 reads "3e-5" as a string; accept it as the number it clearly is
+                number = float(value)
+            except ValueError:
+                pass
+        if number is not None:
+            if not math.isfinite(number):
+                raise ConfigError(f"{where}: {path}: got {value!r}; expected a finite number")
+            return number
     if tp in (int, str, bool) and type(value) is tp:
         return value
     raise ConfigError(

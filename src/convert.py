@@ -61,6 +61,20 @@ def _drop_reason(name: str) -> Optional[str]:
     return None
 
 
+def read_json_config(path: str) -> Dict[str, Any]:
+    """A JSON object from `path`, with errors that name the file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path}: not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object of BERT config fields, got {type(data).__name__}")
+    return data
+
+
 def bert_config_from_json(data: Mapping[str, Any], source: str, gelu: str = "gelu") -> BertConfig:
     """BertConfig from an HF `config.json` or a Google `bert_config.json` (extra keys are ignored).
 
@@ -207,8 +221,7 @@ def convert_hf(path: str, output: str, head: Optional[str] = None, num_labels: O
     config_path = config_file or os.path.join(os.path.dirname(weights_file), "config.json")
     if not os.path.isfile(config_path):
         raise FileNotFoundError(f"{config_path}: no config.json next to {weights_file}; pass --config")
-    with open(config_path, encoding="utf-8") as f:
-        hf_config = json.load(f)
+    hf_config = read_json_config(config_path)
     config = bert_config_from_json(hf_config, config_path, gelu="gelu")
     params, dropped = hf_to_params(weights, weights_file)
     spec = _choose_head(params, head, num_labels, pooled_activation, hf_config.get("architectures") or ())
@@ -217,22 +230,31 @@ def convert_hf(path: str, output: str, head: Optional[str] = None, num_labels: O
 
 def _choose_head(params: Dict[str, np.ndarray], head: Optional[str], num_labels: Optional[int],
                  pooled_activation: Optional[str], architectures: Sequence[str] = ()) -> Dict[str, Any]:
-    """The inferred head, or the one asked for (then tensors of other heads are reported as unexpected)."""
+    """The inferred head, or the one asked for (tensors of other heads are then reported as unexpected).
+
+    Raises CheckpointError when a flag does not apply to the chosen head, instead of ignoring it.
+    """
     spec = infer_head(params, architectures)
     if head is not None and head != spec["type"]:
         spec = {"type": head}
         if head in ("sequence_classification", "token_classification"):
-            if num_labels is None:
+            if "classifier.weight" in params:
+                spec["num_labels"] = int(params["classifier.weight"].shape[0])
+            elif num_labels is None:
                 raise CheckpointError(f"--head {head} needs --num_labels (the checkpoint has no classifier)")
-            spec["num_labels"] = num_labels
-    if num_labels is not None and spec.get("num_labels") not in (None, num_labels):
-        raise CheckpointError(f"--num_labels {num_labels} but the checkpoint's classifier has "
-                              f"{spec['num_labels']} outputs")
+            else:
+                spec["num_labels"] = num_labels
+    if num_labels is not None:
+        if "num_labels" not in spec:
+            raise CheckpointError(f"--num_labels does not apply to a {spec['type']} head")
+        if spec["num_labels"] != num_labels:
+            raise CheckpointError(f"--num_labels {num_labels} but the checkpoint's classifier has "
+                                  f"{spec['num_labels']} outputs")
     if spec["type"] == "sequence_classification":
         spec["pooled_activation"] = pooled_activation or spec.get("pooled_activation", "none")
+    elif pooled_activation is not None:
+        raise CheckpointError(f"--pooled_activation applies to sequence_classification, not to {spec['type']}")
     return spec
-
-
 
 
 # --------------------------------------------------------------------------------------------------
@@ -249,6 +271,8 @@ def tf_name(name: str) -> Tuple[str, bool]:
         return "cls.predictions.bias", False
     if dotted.endswith(".kernel"):
         return dotted[:-len(".kernel")] + ".weight", True
+    if re.fullmatch(r"bert\.embeddings\.(word|position|token_type)_embeddings", dotted):
+        return dotted + ".weight", False  # Google's embedding tables are bare variables
     return _hf_name(dotted), False
 
 
@@ -289,10 +313,7 @@ def convert_tf(prefix: str, bert_config: str, output: str, head: Optional[str] =
     Google's `gelu` is the tanh approximation, so the converted config says `gelu_tanh`: the converted
     model computes exactly the function the checkpoint was trained with.
     """
-    if not os.path.isfile(bert_config):
-        raise FileNotFoundError(f"bert_config.json not found: {bert_config}")
-    with open(bert_config, encoding="utf-8") as f:
-        config = bert_config_from_json(json.load(f), bert_config, gelu="gelu_tanh")
+    config = bert_config_from_json(read_json_config(bert_config), bert_config, gelu="gelu_tanh")
     state, dropped = tf_to_state(read_tf_checkpoint(prefix))
     params, more = hf_to_params(state, prefix)
     dropped.update(more)
@@ -395,7 +416,8 @@ def convert_zoo(path: str, config: BertConfig, output: str, head: Optional[str] 
     spec = _choose_head(params, head, num_labels, pooled_activation)
     if spec["type"] == "sequence_classification" and pooled_activation is None:
         raise CheckpointError(
-            f"{path}: has a classifier; the zoo uses the same names for two different heads, so say which: "
-            f"--pooled_activation relu (TinyBERT BertModelCLS: classifier(ReLU(pooled))) or "
-            f"--pooled_activation none (BERT BertCLSModel, e.g. a fine-tuned teacher: classifier(pooled))")
+            f"{path}: has a classifier (dense_1); the zoo uses that name for three different heads, so say "
+            f"which: --pooled_activation relu (TinyBERT BertModelCLS: classifier(ReLU(pooled))), "
+            f"--pooled_activation none (BERT BertCLSModel, e.g. a fine-tuned teacher: classifier(pooled)), "
+            f"or --head token_classification (BertNERModel / BertModelNER)")
     return finish(params, config, spec, output, path, dropped, allow_missing)

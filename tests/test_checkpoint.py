@@ -45,7 +45,17 @@ def test_save_is_atomic_when_writing_fails(tiny_config, tmp_path, monkeypatch):
         save_model(BertModel(tiny_config), path)
     after = read_checkpoint(path)  # the previous checkpoint is intact under the final name
     assert all(np.array_equal(before[k], after[k]) for k in before)
-    read_metadata(path)
+    read_metadata(path, verify=True)
+    assert sorted(os.listdir(tmp_path)) == ["m.ckpt", "m.json"]  # temporary files removed
+
+
+def test_weights_and_json_from_different_saves_are_detected(tiny_config, tmp_path):
+    ms.set_seed(1)
+    first = save_model(BertModel(tiny_config), str(tmp_path / "a" / "m.ckpt"), extra={"step": 100})
+    second = save_model(BertModel(tiny_config), str(tmp_path / "b" / "m.ckpt"), extra={"step": 200})
+    os.replace(second, first)  # as if a crash happened between the two renames of the second save
+    with pytest.raises(CheckpointError, match="do not match the SHA-256 recorded in .*different saves"):
+        load_model(first)
 
 
 def test_strict_load_lists_missing_unexpected_and_shapes(tiny_config, tmp_path):
@@ -97,6 +107,25 @@ def test_load_model_can_change_head(tiny_config, tmp_path):
     assert isinstance(backbone, BertModel)
     with pytest.raises(CheckpointError, match="missing from the checkpoint"):
         load_model(path, "masked_lm")  # a masked-LM head is never invented
+
+
+def test_load_model_keeps_saved_head_arguments(tiny_config, tmp_path):
+    path = save_model(BertForSequenceClassification(tiny_config, 2, pooled_activation="none"),
+                      str(tmp_path / "c.ckpt"))
+    assert load_model(path, "sequence_classification", num_labels=2).pooled_activation == "none"
+    with pytest.raises(CheckpointError, match=r"shape mismatch \(2\): classifier.bias \(2,\) vs network \(3,\)"):
+        load_model(path, num_labels=3)
+
+
+def test_load_model_new_classifier_head_needs_num_labels_and_starts_fresh(tiny_config, tmp_path):
+    ner = BertForTokenClassification(tiny_config, 2)
+    path = save_model(ner, str(tmp_path / "ner.ckpt"))
+    with pytest.raises(CheckpointError, match="a sequence_classification head on a token_classification "
+                                              "checkpoint needs num_labels"):
+        load_model(path, "sequence_classification")
+    cls = load_model(path, "sequence_classification", num_labels=2)
+    assert not np.array_equal(cls.classifier.weight.asnumpy(), ner.classifier.weight.asnumpy())
+    np.testing.assert_array_equal(cls.bert.pooler.dense.weight.asnumpy(), ner.bert.pooler.dense.weight.asnumpy())
 
 
 def test_truncated_checkpoint_is_detected(tiny_config, tmp_path):

@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from src.config import (MODEL_PRESETS, BertConfig, ConfigError, GDConfig, TDConfig, bert_preset, load_config,
-                        to_dict)
+                        resolve_layer_map, to_dict)
 
 from conftest import ROOT
 
@@ -95,14 +95,14 @@ def test_wrong_type_names_expected_and_got(tmp_path):
 
 def test_bool_is_not_accepted_as_int_or_string_as_bool(tmp_path):
     with pytest.raises(ConfigError, match=r"data.shuffle: got 'true' \(str\); expected a boolean"):
-        load_config(write(tmp_path, "data: {shuffle: 'true'}\n"))
+        load_config(write(tmp_path, "data: {shuffle: 'true'}\n"), kind="gd")
     with pytest.raises(ConfigError, match=r"gd.batch_size: got True \(bool\); expected an integer"):
         load_config(write(tmp_path, "gd: {batch_size: true}\n", "b.yaml"))
 
 
 def test_choices_are_listed(tmp_path):
     with pytest.raises(ConfigError) as err:
-        load_config(write(tmp_path, "run: {device_target: NPU}\n"))
+        load_config(write(tmp_path, "run: {device_target: NPU}\n"), kind="td")
     assert "run.device_target: got 'NPU'; expected one of ['CPU', 'GPU', 'Ascend']" in str(err.value)
 
 
@@ -183,8 +183,60 @@ def test_layer_map_accepts_uniform_or_pairs_only(tmp_path):
         load_config(write(tmp_path, "distill: {layer_map: even}\n"), kind="gd")
 
 
+def test_uniform_layer_map_needs_divisible_depths(tmp_path):
+    path = write(tmp_path, "student: {num_hidden_layers: 5}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, kind="gd")
+    assert str(err.value) == (f"{path}: distill.layer_map: 'uniform' needs the teacher depth (12) to be a multiple "
+                              "of the student depth (5); give explicit [student, teacher] pairs")
+
+
+def test_uniform_layer_map_resolves_to_pairs():
+    assert resolve_layer_map("uniform", 12, 4) == ((0, 0), (1, 3), (2, 6), (3, 9), (4, 12))
+    assert resolve_layer_map("uniform", 6, 2) == ((0, 0), (1, 3), (2, 6))
+
+
+@pytest.mark.parametrize("pairs,message", [
+    ("[[0, 0], [9, 12]]", r"distill.layer_map\[1\]: got \[9, 12\]; expected student layer in 0..4 and teacher "
+                          r"layer in 0..12 \(0 = embeddings\)"),
+    ("[[0, 0], [-1, 3]]", r"distill.layer_map\[1\]: got \[-1, 3\]"),
+    ("[[1, 3], [1, 6]]", r"distill.layer_map\[1\]: student layer 1 is mapped twice"),
+    ("[]", r"distill.layer_map: empty"),
+])
+def test_explicit_layer_map_is_checked(tmp_path, pairs, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, f"distill: {{layer_map: {pairs}}}\n"), kind="gd")
+
+
+@pytest.mark.parametrize("yaml_text,message", [
+    ("gd: {batch_size: 0}", r"gd.batch_size: got 0; expected a value > 0"),
+    ("gd: {epochs: -3}", r"gd.epochs: got -3.0; expected a value > 0"),
+    ("gd: {lr: -1}", r"gd.lr: got -1.0; expected a value > 0"),
+    ("gd: {warmup_ratio: 7}", r"gd.warmup_ratio: got 7.0; expected a value >= 0.0 and <= 1.0"),
+    ("gd: {loss_scale: {factor: 0}}", r"gd.loss_scale.factor: got 0.0; expected a value > 1.0"),
+    ("gd: {lr: .nan}", r"gd.lr: got nan; expected a finite number"),
+    ("gd: {lr: 'inf'}", r"gd.lr: got 'inf'; expected a finite number"),
+    ("run: {device_id: -4}\ngd: {}", r"run.device_id: got -4; expected a value >= 0"),
+    ("student: {hidden_dropout_prob: 1.0}\ngd: {}", r"student.hidden_dropout_prob: got 1.0; expected a value >= 0.0 and < 1.0"),
+    ("data: {seq_length: 1}\ngd: {}", r"data.seq_length: got 1; expected a value >= 2"),
+])
+def test_out_of_range_values_are_refused(tmp_path, yaml_text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, yaml_text + "\n"))
+
+
+def test_kind_is_not_guessed(tmp_path):
+    with pytest.raises(ConfigError, match=r"cannot tell a general-distillation config .* pass kind='gd'/'td'"):
+        load_config(write(tmp_path, "run: {seed: 3}\n"))
+
+
+def test_command_line_preset_error_says_command_line():
+    with pytest.raises(ConfigError, match=r"^command line: teacher.preset: got 'bert-huge'; expected one of"):
+        load_config(os.path.join(ROOT, "gd_config.yaml"), ["--teacher.preset=bert-huge"])
+
+
 def test_relative_paths_resolve_against_working_directory(tmp_path, monkeypatch):
-    path = write(tmp_path, "data: {train_files: [data/*.mindrecord]}\ncheckpoint: {teacher: t.ckpt}\n")
+    path = write(tmp_path, "data: {train_files: [data/*.mindrecord]}\ncheckpoint: {teacher: t.ckpt}\ngd: {}\n")
     work = tmp_path / "elsewhere"
     work.mkdir()
     monkeypatch.chdir(work)

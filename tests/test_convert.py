@@ -1,6 +1,7 @@
 """Converters (HF, Google TF, MindSpore zoo): each on small files the test writes, checked by outputs."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ import yaml
 from mindspore import Tensor
 
 from src.checkpoint import CheckpointError, load_model, read_metadata
-from src.config import to_dict
+from src.config import ConfigError, to_dict
 from src.convert import convert_hf, convert_tf, convert_zoo, tf_name
 from src.modeling import BertForMaskedLM, BertForSequenceClassification, BertModel
 
@@ -163,8 +164,14 @@ def to_tf_variables(net):
               "cls/predictions/bias": "cls/predictions/output_bias"}.get(tf, tf)
         if tf.endswith("/weight") and "embeddings" not in tf:
             tf, value = tf[:-len("weight")] + "kernel", value.T
+        tf = re.sub(r"^(bert/embeddings/\w+_embeddings)/weight$", r"\1", tf)  # Google: bare table variables
         assert tf_name(tf)[0] == name, (tf, name)
         inverse[tf] = np.ascontiguousarray(value)
+    google = {"bert/embeddings/word_embeddings", "bert/embeddings/position_embeddings",
+              "bert/embeddings/token_type_embeddings", "bert/embeddings/LayerNorm/gamma",
+              "bert/encoder/layer_0/attention/self/query/kernel", "bert/encoder/layer_0/output/LayerNorm/beta",
+              "bert/encoder/layer_1/intermediate/dense/kernel", "bert/pooler/dense/kernel"}
+    assert google <= set(inverse), sorted(google - set(inverse))  # names as in google-research/bert
     inverse["global_step"] = np.array(7, np.int64)
     inverse["bert/pooler/dense/kernel/adam_m"] = np.zeros_like(inverse["bert/pooler/dense/kernel"])
     return inverse
@@ -257,8 +264,34 @@ def test_zoo_bertcls_finetune_checkpoint(tiny_config, tmp_path):
 
 def test_zoo_classifier_needs_the_head_function_named(tiny_config, tmp_path):
     path = write_zoo(BertForSequenceClassification(tiny_config, 2), tmp_path / "c.ckpt", "bert.bert.", "bert_")
-    with pytest.raises(CheckpointError, match="--pooled_activation relu .* or --pooled_activation none"):
+    with pytest.raises(CheckpointError, match="--pooled_activation relu .* --pooled_activation none .* "
+                                              "or --head token_classification"):
         convert_zoo(path, tiny_config, str(tmp_path / "t.ckpt"))
+
+
+def test_zoo_ner_checkpoint_converts_to_token_classification(tiny_config, tmp_path):
+    from src.modeling import BertForTokenClassification
+    source = BertForTokenClassification(tiny_config, 5)
+    path = write_zoo(source, tmp_path / "ner.ckpt", "bert.bert.", "bert_")
+    out = convert_zoo(path, tiny_config, str(tmp_path / "ner_ms.ckpt"), head="token_classification")
+    assert read_metadata(out)["head"] == {"type": "token_classification", "num_labels": 5}
+    np.testing.assert_array_equal(outputs(load_model(out), tiny_config), outputs(source, tiny_config))
+
+
+def test_flags_that_do_not_apply_are_refused(tiny_config, tmp_path):
+    folder = write_safetensors(tmp_path / "hf", params_of(BertModel(tiny_config)), tiny_config)
+    with pytest.raises(CheckpointError, match="--num_labels does not apply to a backbone head"):
+        convert_hf(str(folder), str(tmp_path / "x.ckpt"), num_labels=3)
+    with pytest.raises(CheckpointError, match="--pooled_activation applies to sequence_classification, not to backbone"):
+        convert_hf(str(folder), str(tmp_path / "x.ckpt"), pooled_activation="relu")
+
+
+@pytest.mark.parametrize("text,message", [("{not json", "not valid JSON"), ("[1, 2]", "expected a JSON object")])
+def test_malformed_config_json_names_the_file(tiny_config, tmp_path, text, message):
+    folder = write_safetensors(tmp_path / "hf", params_of(BertModel(tiny_config)), tiny_config)
+    (folder / "config.json").write_text(text)
+    with pytest.raises(ConfigError, match=f"{folder / 'config.json'}: {message}"):
+        convert_hf(str(folder), str(tmp_path / "x.ckpt"))
 
 
 def test_zoo_tinybert_general_distillation_checkpoint(tiny_config, tmp_path):
