@@ -6,18 +6,24 @@ and strip accents, split on whitespace and punctuation. Then greedy longest-matc
 """
 from __future__ import annotations
 
+import functools
 import unicodedata
-from typing import Dict, List, NamedTuple, Optional, Sequence
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+# Distinct words seen by one tokenizer that keep their WordPiece result cached (~100 MB at most).
+WORD_CACHE_SIZE = 1 << 18
 
 
 def load_vocab(path: str) -> Dict[str, int]:
     """Token -> id from a vocab.txt (one token per line, id = line number)."""
     vocab: Dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
+    # newline="\n": split on LF only, so a token holding a stray CR or U+2028 keeps its line (= its id).
+    with open(path, encoding="utf-8", newline="\n") as f:
         for index, line in enumerate(f):
             token = line.rstrip("\n").rstrip("\r")
             if token in vocab:
-                raise ValueError(f"{path}:{index + 1}: duplicate token {token!r}")
+                raise ValueError(f"{path}:{index + 1}: duplicate token {token!r} "
+                                 f"(first on line {vocab[token] + 1}); expected each token once")
             vocab[token] = index
     if not vocab:
         raise ValueError(f"{path}: empty vocabulary")
@@ -48,6 +54,27 @@ def _is_cjk(cp: int) -> bool:
             or 0xF900 <= cp <= 0xFAFF or 0x2F800 <= cp <= 0x2FA1F)
 
 
+class _CharMap(dict):
+    """`str.translate` table filled on first use: control -> dropped, whitespace -> ' ', CJK -> ' c '."""
+
+    def __missing__(self, cp: int) -> Optional[str]:
+        ch = chr(cp)
+        # The three classes are disjoint, so one pass equals Google's clean-then-split-CJK passes.
+        if cp == 0 or cp == 0xFFFD or _is_control(ch):
+            value = None
+        elif _is_whitespace(ch):
+            value = " "
+        elif _is_cjk(cp):
+            value = f" {ch} "
+        else:
+            value = ch
+        self[cp] = value
+        return value
+
+
+_CHAR_MAP = _CharMap()
+
+
 class BasicTokenizer:
     """Whitespace, punctuation and CJK splitting with optional lower-casing and accent stripping."""
 
@@ -55,31 +82,36 @@ class BasicTokenizer:
         self.do_lower_case = do_lower_case
 
     def tokenize(self, text: str) -> List[str]:
-        text = self._clean(text)
-        text = "".join(f" {ch} " if _is_cjk(ord(ch)) else ch for ch in text)
-        tokens: List[str] = []
-        for word in text.split():
-            if self.do_lower_case:
-                word = self._strip_accents(word.lower())
-            tokens.extend(self._split_punctuation(word))
-        return tokens
+        return [piece for word in self.split_words(text) for piece in self.split_word(word)]
 
     @staticmethod
-    def _clean(text: str) -> str:
-        out = []
-        for ch in text:
-            cp = ord(ch)
-            if cp == 0 or cp == 0xFFFD or _is_control(ch):
-                continue
-            out.append(" " if _is_whitespace(ch) else ch)
-        return "".join(out)
+    def split_words(text: str) -> List[str]:
+        """Cleaned text split on whitespace, every CJK character its own word."""
+        # Printable ASCII has no control, CJK or non-space whitespace character: skip the translation.
+        if not (text.isascii() and text.isprintable()):
+            text = text.translate(_CHAR_MAP)
+        return text.split()
+
+    def split_word(self, word: str) -> List[str]:
+        """One whitespace-free word -> basic tokens (lower-cased, accents stripped, punctuation split)."""
+        if self.do_lower_case:
+            word = self._strip_accents(word.lower())
+        pieces = self._split_punctuation(word)
+        # Google re-splits on whitespace here; only pieces that lower()/NFD turned into spaces can change.
+        if any(not piece.isprintable() or " " in piece for piece in pieces):
+            pieces = " ".join(pieces).split()
+        return pieces
 
     @staticmethod
     def _strip_accents(text: str) -> str:
+        if text.isascii():  # ASCII has no combining marks
+            return text
         return "".join(ch for ch in unicodedata.normalize("NFD", text) if unicodedata.category(ch) != "Mn")
 
     @staticmethod
     def _split_punctuation(word: str) -> List[str]:
+        if word.isalnum():  # letters and digits only: nothing to split (the common case)
+            return [word]
         pieces: List[str] = []
         current = ""
         for ch in word:
@@ -102,15 +134,20 @@ class WordpieceTokenizer:
         self.vocab = vocab
         self.unk_token = unk_token
         self.max_chars_per_word = max_chars_per_word
+        # No candidate longer than the longest vocab entry can match, so the search starts there.
+        self._max_piece = max((len(t) for t in vocab), default=0)
 
     def tokenize_word(self, word: str) -> List[str]:
         if len(word) > self.max_chars_per_word:
             return [self.unk_token]
+        if word in self.vocab:  # whole-word hit: the common case, same answer as the search below
+            return [word]
         pieces, start = [], 0
         while start < len(word):
-            end = len(word)
+            prefix = "" if start == 0 else "##"
+            end = min(len(word), start + self._max_piece - len(prefix))
             while end > start:
-                piece = word[start:end] if start == 0 else "##" + word[start:end]
+                piece = prefix + word[start:end]
                 if piece in self.vocab:
                     break
                 end -= 1
@@ -140,19 +177,37 @@ class BertTokenizer:
                 raise ValueError(f"{vocab_file}: special token {special} is missing; is this a BERT vocab?")
         self.basic = BasicTokenizer(do_lower_case)
         self.wordpiece = WordpieceTokenizer(self.vocab)
+        # Everything after the whitespace split is a pure function of the word, and words repeat a lot.
+        self._word_tokens = functools.lru_cache(maxsize=WORD_CACHE_SIZE)(self._word_tokens_uncached)
 
     def tokenize(self, text: str) -> List[str]:
-        return [piece for word in self.basic.tokenize(text) for piece in self.wordpiece.tokenize_word(word)]
+        tokens: List[str] = []
+        for word in self.basic.split_words(text):
+            tokens.extend(self._word_tokens(word))
+        return tokens
+
+    def _word_tokens_uncached(self, word: str) -> Tuple[str, ...]:
+        # A tuple, so that callers cannot change the cached value.
+        return tuple(piece for basic in self.basic.split_word(word)
+                     for piece in self.wordpiece.tokenize_word(basic))
 
     def convert_tokens_to_ids(self, tokens: Sequence[str]) -> List[int]:
         return [self.vocab[t] for t in tokens]
 
     def encode(self, text_a: str, text_b: Optional[str] = None, max_seq_length: int = 128) -> Encoding:
-        """Tokens of one example as padded ids; the longer segment is truncated first (as Google BERT)."""
+        """Tokens of one example as padded ids; the longer segment is truncated first (as Google BERT).
+
+        Raises:
+            ValueError: max_seq_length leaves no room for the special tokens.
+        """
+        specials = 3 if text_b is not None else 2
+        if max_seq_length < specials:
+            raise ValueError(f"max_seq_length={max_seq_length} is too small: expected >= {specials} "
+                             f"([CLS] and [SEP]{' x2' if text_b is not None else ''})")
         a, b = self.tokenize(text_a), self.tokenize(text_b) if text_b is not None else []
-        budget = max_seq_length - (3 if text_b is not None else 2)
-        while len(a) + len(b) > budget:
-            (a if len(a) >= len(b) else b).pop()
+        while len(a) + len(b) > max_seq_length - specials:
+            # Ties cut text_b, as Google's _truncate_seq_pair does.
+            (a if len(a) > len(b) else b).pop()
         tokens = ["[CLS]"] + a + ["[SEP]"]
         types = [0] * len(tokens)
         if text_b is not None:
