@@ -1,0 +1,108 @@
+"""Record writer: round trips in both formats, schema JSON, TensorFlow reading our hand-written TFRecord."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from src.records import crc32c, iter_tfrecord, read_schema, write_records
+
+S = 8
+COLUMNS = {"input_ids": ("int32", (S,)), "label_ids": ("int32", ()), "tags": ("int64", (S,))}
+
+
+def _rows(n):
+    return [{"input_ids": list(range(i, i + S)), "label_ids": i % 3, "tags": [-1] * 2 + [i] * (S - 2)}
+            for i in range(n)]
+
+
+def test_crc32c_known_value():
+    # RFC 3720 test vector: CRC-32C of "123456789".
+    assert crc32c(b"123456789") == 0xE3069283
+
+
+def test_tfrecord_round_trip_and_schema(tmp_path):
+    files = write_records(_rows(7), str(tmp_path / "d.tfrecord"), COLUMNS, fmt="tfrecord", num_shards=2)
+    assert [os.path.basename(f) for f in files] == ["d-00000-of-00002.tfrecord", "d-00001-of-00002.tfrecord"]
+    back = [row for f in files for row in iter_tfrecord(f)]
+    assert sorted(r["label_ids"][0] * 100 + r["input_ids"][0] for r in back) == sorted(
+        (i % 3) * 100 + i for i in range(7))
+    assert any(r["tags"][0] == -1 for r in back)  # negative int64 survives the varint encoding
+    schema = read_schema(files[0])
+    assert schema["datasetType"] == "TF" and schema["numRows"] == 4
+    assert schema["columns"]["input_ids"] == {"type": "int64", "rank": 1, "shape": [S]}
+    assert schema["columns"]["label_ids"]["shape"] == [1]
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp")]  # temp folder removed
+
+
+def test_mindrecord_round_trip(tmp_path):
+    import mindspore.dataset as ds
+
+    files = write_records(_rows(9), str(tmp_path / "d.mindrecord"), COLUMNS, num_shards=2)
+    assert [os.path.basename(f) for f in files] == ["d.mindrecord0", "d.mindrecord1"]
+    schema = read_schema(files[1])
+    assert schema["numRows"] == 9 and schema["columns"]["label_ids"]["shape"] == []
+    rows = list(ds.MindDataset(files, shuffle=False).create_dict_iterator(output_numpy=True))
+    got = sorted((int(r["input_ids"][0]), int(r["label_ids"]), r["tags"].tolist()) for r in rows)
+    want = sorted((r["input_ids"][0], r["label_ids"], r["tags"]) for r in _rows(9))
+    assert got == want
+    assert rows[0]["input_ids"].dtype == np.int32 and rows[0]["tags"].dtype == np.int64
+
+
+def test_bad_rows_and_arguments(tmp_path):
+    out = str(tmp_path / "d.tfrecord")
+    with pytest.raises(ValueError, match=r"row 1: column 'input_ids' has shape \[3\]; expected \[8\]"):
+        write_records(_rows(1) + [dict(_rows(1)[0], input_ids=[1, 2, 3])], out, COLUMNS, fmt="tfrecord")
+    with pytest.raises(ValueError, match=r"row 0: columns \['input_ids'\]; expected exactly"):
+        write_records([{"input_ids": [0] * S}], out, COLUMNS, fmt="tfrecord")
+    with pytest.raises(ValueError, match="fmt 'csv'"):
+        write_records(_rows(1), out, COLUMNS, fmt="csv")
+    with pytest.raises(ValueError, match="column 'x'.*expected \\(dtype, shape\\)"):
+        write_records(_rows(1), out, {"x": ("float32", (2,))}, fmt="tfrecord")
+    assert not os.path.exists(out)  # a failed write leaves no file under the final name
+
+
+def test_read_schema_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no schema JSON"):
+        read_schema(str(tmp_path / "x.tfrecord"))
+    bad = tmp_path / "x.tfrecord.schema.json"
+    bad.write_text(json.dumps({"datasetType": "TF", "numRows": "3", "columns": {}}))
+    with pytest.raises(ValueError, match="key 'numRows' is '3'; expected a int"):
+        read_schema(str(tmp_path / "x.tfrecord"))
+
+
+def test_corrupted_tfrecord_is_detected(tmp_path):
+    (path,) = write_records(_rows(2), str(tmp_path / "d.tfrecord"), COLUMNS, fmt="tfrecord")
+    data = bytearray(open(path, "rb").read())
+    data[20] ^= 0xFF
+    open(path, "wb").write(bytes(data))
+    with pytest.raises(ValueError, match="record 0: CRC mismatch"):
+        list(iter_tfrecord(path))
+
+
+_TF_READER = """
+import json, sys
+import tensorflow as tf
+out = []
+for raw in tf.data.TFRecordDataset(sys.argv[1:]):  # verifies both CRCs of every record
+    ex = tf.train.Example.FromString(raw.numpy())
+    out.append({k: list(v.int64_list.value) for k, v in ex.features.feature.items()})
+print(json.dumps(out))
+"""
+
+
+def test_tensorflow_reads_our_tfrecord(tmp_path):
+    # Only look TF up: importing it next to MindSpore in one process clashes, so TF runs in a subprocess.
+    if importlib.util.find_spec("tensorflow") is None:
+        pytest.skip("tensorflow is not installed")
+    files = write_records(_rows(5), str(tmp_path / "d.tfrecord"), COLUMNS, fmt="tfrecord")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run([sys.executable, "-c", _TF_READER, *files], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got == [{"input_ids": r["input_ids"], "label_ids": [r["label_ids"]], "tags": r["tags"]}
+                   for r in _rows(5)]
