@@ -14,7 +14,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from src.checkpoint import CheckpointError  # noqa: E402
-from src.config import MODEL_PRESETS, ConfigError, bert_config_from_dict, parse_override  # noqa: E402
+from src.config import MODEL_PRESETS, ConfigError, bert_config_from_dict, parse_override, read_mapping  # noqa: E402
 from src.modeling import HEADS  # noqa: E402
 
 
@@ -53,21 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _zoo_config(args: argparse.Namespace):
-    import yaml  # pylint: disable=import-outside-toplevel
     from src.convert import ZOO_MODEL_DEFAULTS  # pylint: disable=import-outside-toplevel
     if args.preset:
         fields = dict(MODEL_PRESETS[args.preset], **ZOO_MODEL_DEFAULTS)
         where = f"--preset {args.preset}"
     else:
-        if not os.path.isfile(args.config):
-            raise FileNotFoundError(f"config file not found: {args.config}")
-        with open(args.config, encoding="utf-8") as f:
-            try:
-                data = yaml.safe_load(f) or {}  # YAML is a superset of JSON: both work
-            except yaml.YAMLError as err:
-                raise ConfigError(f"{args.config}: not valid YAML/JSON: {err}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{args.config}: expected a mapping of BertConfig fields, got {type(data).__name__}")
+        data = read_mapping(args.config, "a mapping of BertConfig fields")
         fields = dict(ZOO_MODEL_DEFAULTS, **data)
         where = args.config
     for item in args.set:

@@ -311,16 +311,7 @@ def load_config(path: str, overrides: Sequence[str] = (), kind: Optional[str] = 
         FileNotFoundError: the file does not exist.
         ConfigError: unknown key, wrong type, bad value or inconsistent fields (message names the key).
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"config file not found: {path} (relative paths resolve against {os.getcwd()})")
-    with open(path, encoding="utf-8") as f:
-        try:
-            data = yaml.safe_load(f)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    data = {} if data is None else data
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(data).__name__}")
+    data = read_mapping(path, "a mapping of sections at the top level")
     if kind is None:
         kind = _infer_kind(data, path)
     if kind not in ROOTS:
@@ -330,6 +321,26 @@ def load_config(path: str, overrides: Sequence[str] = (), kind: Optional[str] = 
     cfg = _build(ROOTS[kind], data, "", path)
     cfg.validate(path)
     return cfg
+
+
+def read_mapping(path: str, expected: str) -> Dict[str, Any]:
+    """A mapping from a YAML (or JSON, a subset of YAML) file; errors name the file and what was expected.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ConfigError: the file is not valid YAML/JSON or its top level is not a mapping.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file not found: {path} (relative paths resolve against {os.getcwd()})")
+    with open(path, encoding="utf-8") as f:
+        try:
+            data = yaml.safe_load(f)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML/JSON: {err}") from None
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected {expected}, got {type(data).__name__}")
+    return data
 
 
 def _infer_kind(data: Dict[str, Any], path: str) -> str:

@@ -12,7 +12,6 @@ Our names are Hugging Face's: `bert.embeddings.word_embeddings.weight`, `bert.en
 from __future__ import annotations
 
 import fnmatch
-import json
 import logging
 import os
 import re
@@ -21,7 +20,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from src.checkpoint import CheckpointError, check_names, save_checkpoint
-from src.config import BertConfig, ConfigError, bert_config_from_dict
+from src.config import BertConfig, ConfigError, bert_config_from_dict, read_mapping
 
 logger = logging.getLogger(__name__)
 
@@ -59,20 +58,6 @@ def _drop_reason(name: str) -> Optional[str]:
         if fnmatch.fnmatchcase(name, pattern):
             return reason
     return None
-
-
-def read_json_config(path: str) -> Dict[str, Any]:
-    """A JSON object from `path`, with errors that name the file."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"config file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"{path}: not valid JSON: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a JSON object of BERT config fields, got {type(data).__name__}")
-    return data
 
 
 def bert_config_from_json(data: Mapping[str, Any], source: str, gelu: str = "gelu") -> BertConfig:
@@ -221,7 +206,7 @@ def convert_hf(path: str, output: str, head: Optional[str] = None, num_labels: O
     config_path = config_file or os.path.join(os.path.dirname(weights_file), "config.json")
     if not os.path.isfile(config_path):
         raise FileNotFoundError(f"{config_path}: no config.json next to {weights_file}; pass --config")
-    hf_config = read_json_config(config_path)
+    hf_config = read_mapping(config_path, "a JSON object of BERT config fields")
     config = bert_config_from_json(hf_config, config_path, gelu="gelu")
     params, dropped = hf_to_params(weights, weights_file)
     spec = _choose_head(params, head, num_labels, pooled_activation, hf_config.get("architectures") or ())
@@ -313,7 +298,7 @@ def convert_tf(prefix: str, bert_config: str, output: str, head: Optional[str] =
     Google's `gelu` is the tanh approximation, so the converted config says `gelu_tanh`: the converted
     model computes exactly the function the checkpoint was trained with.
     """
-    config = bert_config_from_json(read_json_config(bert_config), bert_config, gelu="gelu_tanh")
+    config = bert_config_from_json(read_mapping(bert_config, "a JSON object of BERT config fields"), bert_config, gelu="gelu_tanh")
     state, dropped = tf_to_state(read_tf_checkpoint(prefix))
     params, more = hf_to_params(state, prefix)
     dropped.update(more)

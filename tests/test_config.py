@@ -248,7 +248,7 @@ def test_relative_paths_resolve_against_working_directory(tmp_path, monkeypatch)
 def test_missing_file_and_bad_yaml(tmp_path):
     with pytest.raises(FileNotFoundError, match="config file not found"):
         load_config(str(tmp_path / "nope.yaml"))
-    with pytest.raises(ConfigError, match="not valid YAML"):
+    with pytest.raises(ConfigError, match="not valid YAML/JSON"):
         load_config(write(tmp_path, "td: [unclosed\n"))
 
 

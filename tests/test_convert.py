@@ -286,7 +286,7 @@ def test_flags_that_do_not_apply_are_refused(tiny_config, tmp_path):
         convert_hf(str(folder), str(tmp_path / "x.ckpt"), pooled_activation="relu")
 
 
-@pytest.mark.parametrize("text,message", [("{not json", "not valid JSON"), ("[1, 2]", "expected a JSON object")])
+@pytest.mark.parametrize("text,message", [("{not json", "not valid YAML/JSON"), ("[1, 2]", "expected a JSON object")])
 def test_malformed_config_json_names_the_file(tiny_config, tmp_path, text, message):
     folder = write_safetensors(tmp_path / "hf", params_of(BertModel(tiny_config)), tiny_config)
     (folder / "config.json").write_text(text)
