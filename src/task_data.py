@@ -263,19 +263,12 @@ def write_label_map(directory: str, task: str, labels: List[str], tag_scheme: Op
 # ---------------------------------------------------------------- encoding
 def encode_pair(tokenizer: BertTokenizer, text_a: str, text_b: Optional[str],
                 seq_length: int) -> Tuple[Dict[str, List[int]], bool]:
-    """[CLS] A [SEP] (B [SEP]) padded to S; the longer side is cut first (Google BERT). Returns (row, truncated)."""
+    """[CLS] A [SEP] (B [SEP]) padded to S, as BertTokenizer.encode. Returns (row, truncated)."""
     a = tokenizer.tokenize(text_a)
-    b = tokenizer.tokenize(text_b) if text_b is not None else []
-    budget = seq_length - (3 if text_b is not None else 2)
-    truncated = len(a) + len(b) > budget
-    while len(a) + len(b) > budget:
-        (a if len(a) >= len(b) else b).pop()
-    tokens = ["[CLS]"] + a + ["[SEP]"] + (b + ["[SEP]"] if text_b is not None else [])
-    segments = [0] * (len(a) + 2) + [1] * (len(tokens) - len(a) - 2)
-    pad = seq_length - len(tokens)
-    ids = tokenizer.convert_tokens_to_ids(tokens) + [tokenizer.vocab["[PAD]"]] * pad
-    return {"input_ids": ids, "input_mask": [1] * len(tokens) + [0] * pad,
-            "segment_ids": segments + [0] * pad}, truncated
+    b = tokenizer.tokenize(text_b) if text_b is not None else None
+    truncated = len(a) + len(b or ()) > seq_length - (3 if b is not None else 2)
+    enc = tokenizer.encode_tokens(a, b, seq_length)
+    return {"input_ids": enc.input_ids, "input_mask": enc.attention_mask, "segment_ids": enc.token_type_ids}, truncated
 
 
 def char_token_id(tokenizer: BertTokenizer, ch: str) -> int:

@@ -200,19 +200,24 @@ class BertTokenizer:
         Raises:
             ValueError: max_seq_length leaves no room for the special tokens.
         """
-        specials = 3 if text_b is not None else 2
+        return self.encode_tokens(self.tokenize(text_a), self.tokenize(text_b) if text_b is not None else None,
+                                  max_seq_length)
+
+    def encode_tokens(self, a: Sequence[str], b: Optional[Sequence[str]], max_seq_length: int) -> Encoding:
+        """`encode` for already tokenized segments (the inputs are not modified)."""
+        specials = 3 if b is not None else 2
         if max_seq_length < specials:
             raise ValueError(f"max_seq_length={max_seq_length} is too small: expected >= {specials} "
-                             f"([CLS] and [SEP]{' x2' if text_b is not None else ''})")
-        a, b = self.tokenize(text_a), self.tokenize(text_b) if text_b is not None else []
-        while len(a) + len(b) > max_seq_length - specials:
+                             f"([CLS] and [SEP]{' x2' if b is not None else ''})")
+        a, b_list = list(a), list(b) if b is not None else []
+        while len(a) + len(b_list) > max_seq_length - specials:
             # Ties cut text_b, as Google's _truncate_seq_pair does.
-            (a if len(a) > len(b) else b).pop()
+            (a if len(a) > len(b_list) else b_list).pop()
         tokens = ["[CLS]"] + a + ["[SEP]"]
         types = [0] * len(tokens)
-        if text_b is not None:
-            tokens += b + ["[SEP]"]
-            types += [1] * (len(b) + 1)
+        if b is not None:
+            tokens += b_list + ["[SEP]"]
+            types += [1] * (len(b_list) + 1)
         ids = self.convert_tokens_to_ids(tokens)
         pad = max_seq_length - len(ids)
         return Encoding(ids + [self.vocab["[PAD]"]] * pad, types + [0] * pad, [1] * len(ids) + [0] * pad)

@@ -163,3 +163,19 @@ def test_cli_help(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
     assert exit_info.value.code == 0 and "--skip_bad_rows" in capsys.readouterr().out
+
+
+@needs_data
+def test_pair_encoding_is_the_tokenizers_and_reports_truncation():
+    from src.task_data import encode_pair
+    from src.tokenization import BertTokenizer
+    tok = BertTokenizer(EN_VOCAB)
+    a, b = "one two three four five", "six seven eight nine ten"  # equal lengths: Google cuts b on ties
+    row, truncated = encode_pair(tok, a, b, 10)
+    enc = tok.encode(a, b, 10)
+    assert truncated and row == {"input_ids": enc.input_ids, "input_mask": enc.attention_mask,
+                                 "segment_ids": enc.token_type_ids}
+    # budget 7: ties cut b, then the longer side: a keeps 4 tokens, b keeps 3
+    assert row["input_ids"] == tok.convert_tokens_to_ids(
+        ["[CLS]", "one", "two", "three", "four", "[SEP]", "six", "seven", "eight", "[SEP]"])
+    assert encode_pair(tok, a, None, 10)[1] is False
