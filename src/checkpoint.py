@@ -69,6 +69,13 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
+def named_parameters(net: nn.Cell) -> List[Tuple[str, Parameter]]:
+    """(name relative to `net`, parameter) pairs. A Cell held by another Cell (a student inside a loss
+    Cell) has its parameter names prefixed by MindSpore ("student.embeddings..."); checkpoints always use the
+    names relative to the saved network, so a student saved from inside a training Cell loads anywhere."""
+    return list(net.parameters_and_names())
+
+
 def save_checkpoint(params: Any, path: str, model_config: Optional[BertConfig] = None,
                     head: Optional[Dict[str, Any]] = None, extra: Optional[Dict[str, Any]] = None) -> str:
     """Write `params` (a Cell or a name -> array mapping) to `path` atomically, with the config beside it.
@@ -81,7 +88,7 @@ def save_checkpoint(params: Any, path: str, model_config: Optional[BertConfig] =
         raise CheckpointError(f"checkpoint path must end with .ckpt: {path}")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if isinstance(params, nn.Cell):
-        items = [(p.name, p.asnumpy()) for p in params.get_parameters()]
+        items = [(name, p.asnumpy()) for name, p in named_parameters(params)]
     else:
         items = [(name, _to_numpy(value)) for name, value in params.items()]
     tmp_ckpt = f"{path}.tmp-{os.getpid()}.ckpt"  # MindSpore appends .ckpt to names without it
@@ -200,14 +207,15 @@ def check_names(expected: Mapping[str, Tuple[int, ...]], found: Mapping[str, Tup
 def load_params(net: nn.Cell, params: Mapping[str, Any], source: str, allow_missing: Sequence[str] = (),
                 allow_unexpected: Sequence[str] = ()) -> LoadReport:
     """Load name -> array `params` into `net` strictly (see module docstring). `source` names the origin."""
-    expected = {p.name: tuple(p.shape) for p in net.get_parameters()}
+    named = named_parameters(net)
+    expected = {name: tuple(p.shape) for name, p in named}
     arrays = {n: _to_numpy(v) for n, v in params.items()}
     found = {n: tuple(a.shape) for n, a in arrays.items()}
     kept, unused = check_names(expected, found, source, allow_missing, allow_unexpected)
     to_load = {}
-    for p in net.get_parameters():
-        if p.name in arrays:
-            to_load[p.name] = Parameter(Tensor(arrays[p.name], dtype=p.dtype), name=p.name)
+    for name, p in named:
+        if name in arrays:
+            to_load[p.name] = Parameter(Tensor(arrays[name], dtype=p.dtype), name=p.name)
     not_loaded, _ = ms.load_param_into_net(net, to_load, strict_load=True)
     not_loaded = [n for n in not_loaded if n not in kept]
     if not_loaded:  # belt and braces: MindSpore's own view must agree with ours

@@ -123,8 +123,14 @@ class RunConfig:
 class CheckpointConfig:
     """Checkpoints a stage starts from."""
 
+    # TD: the pre-trained BERT that `--phase finetune` turns into the task teacher (a converted .ckpt).
+    pretrained: str = field(default="", metadata={"path": True})
+    # The teacher: a .ckpt file or a finished run directory. TD: empty = OUT/teacher, the fine-tuned teacher.
     teacher: str = field(default="", metadata={"path": True})
-    student: str = field(default="", metadata={"path": True})
+    student: str = field(default="", metadata={"path": True})  # a .ckpt file or a finished run directory
+    # How the student starts when `student` is empty: "random", or "teacher_lower_layers" (embeddings, the first
+    # student.num_hidden_layers teacher layers and the pooler; needs the teacher's width and head count).
+    student_init: Literal["random", "teacher_lower_layers"] = "random"
 
 
 @dataclass(frozen=True)
@@ -205,11 +211,15 @@ class TDPhases:
     phase1: StageConfig = StageConfig(epochs=10.0, lr=5e-5,
                                       loss_scale=LossScaleConfig(init=256.0, window=50))
     phase2: StageConfig = StageConfig(epochs=3.0, lr=2e-5, loss_scale=LossScaleConfig(window=50))
+    # Supervised training on the labels: fine-tuning the teacher, and the labels-only student baseline.
+    finetune: StageConfig = StageConfig(epochs=3.0, lr=2e-5, weight_decay=0.01,
+                                        loss_scale=LossScaleConfig(window=50))
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     batch_size: int = _bounded(32, gt=0)
+    eval_steps: int = _bounded(0, ge=0)  # also evaluate every K steps (0: after each epoch only)
 
 
 @dataclass(frozen=True)

@@ -170,7 +170,7 @@ def test_command_line_errors_say_command_line():
     with pytest.raises(ConfigError) as err:
         load_config(path, ["--td.phase2.lr=fast"])
     assert str(err.value) == "command line: td.phase2.lr: got 'fast' (str); expected a number"
-    with pytest.raises(ConfigError, match=r"command line: unknown key 'td.phase3' \(did you mean 'td.phase\d'\?\); allowed under 'td': phase1, phase2"):
+    with pytest.raises(ConfigError, match=r"command line: unknown key 'td.phase3' \(did you mean 'td.phase\d'\?\); allowed under 'td': finetune, phase1, phase2"):
         load_config(path, ["--td.phase3.lr=1"])
     with pytest.raises(ConfigError, match=r"must look like --section.key=value"):
         load_config(path, ["--td.phase2.lr"])

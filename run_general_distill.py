@@ -1,0 +1,35 @@
+"""General distillation (GD): a BERT teacher teaches a TinyBERT student on unlabelled pre-training records.
+
+    python run_general_distill.py --config gd_config.yaml [--gd.lr=1e-4 --data.train_files='[a.mindrecord]' ...]
+
+Re-running the same command resumes an interrupted run (or skips a finished one); --resume RUN_DIR continues the
+run in RUN_DIR with the config saved there. Distributed runs: scripts/run_distributed_gd_{ascend,gpu}.sh or
+msrun (rank and world size come from the launcher). See README.md, "Training".
+"""
+import os
+
+os.environ.setdefault("GLOG_v", "3")
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+
+from src.cli import add_common_flags, finish, load_for_run  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="gd_config.yaml", help="GD config YAML (default: gd_config.yaml)")
+    add_common_flags(parser)
+    args, overrides = parser.parse_known_args(argv)
+    cfg, runtime = load_for_run(args, overrides, "gd")
+    from src.modelarts import ModelArtsSync  # pylint: disable=import-outside-toplevel
+    from src.stages import run_general_distill  # pylint: disable=import-outside-toplevel
+
+    with ModelArtsSync(cfg.run):
+        manifest = run_general_distill(cfg, runtime, overwrite=args.overwrite, stop_after_steps=args.stop_after_steps,
+                                       progress=not args.no_progress)
+    return finish(cfg.run.output_dir, manifest, runtime)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# General distillation on one device: bash scripts/run_standalone_gd.sh [run_general_distill.py arguments ...]
+# e.g. bash scripts/run_standalone_gd.sh --config gd_config.yaml --run.device_target=Ascend --run.device_id=0
+set -euo pipefail
+cd "$(dirname "$0")/.."
+exec "${PYTHON:-python}" run_general_distill.py "$@"

@@ -1,0 +1,177 @@
+"""The training step shared by GD, TD phase 1, TD phase 2 and fine-tuning.
+
+`ms.value_and_grad` + `ms.amp.DynamicLossScaler` + `ms.amp.all_finite` (the stock
+TrainOneStepWithLossScaleCell selects an Ascend-only overflow kernel and fails on CPU):
+
+1. loss and gradients of `loss_scale * loss` w.r.t. the optimizer's parameters;
+2. data parallel: gradients all-reduced and averaged once (nn.DistributedGradReducer, mean=True);
+3. unscaled; overflow = any non-finite gradient (identical on every rank after the all-reduce);
+4. clipped by global norm (default, like Google BERT) or per tensor (the reference's choice);
+5. AdamWeightDecay step only when finite (skipped steps are counted; the schedule's global step does not move,
+   as in the reference), then the loss scale is adjusted: halved on overflow, doubled after `window` clean steps.
+
+The learning rate is linear warm-up then polynomial decay measured from step 0 (Google BERT, the reference).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import mindspore as ms
+from mindspore import nn, ops
+from mindspore.nn.learning_rate_schedule import LearningRateSchedule
+
+from src.config import StageConfig
+
+logger = logging.getLogger(__name__)
+
+
+def warmup_steps(stage: StageConfig, total_steps: int) -> int:
+    return int(math.floor(stage.warmup_ratio * total_steps))
+
+
+def lr_at(stage: StageConfig, step: int, total_steps: int) -> float:
+    """The learning rate at optimizer step `step` (Python mirror of LearningRate, for logs and tests)."""
+    warm = warmup_steps(stage, total_steps)
+    if step < warm:
+        return stage.lr * step / warm
+    progress = min(step, total_steps) / max(total_steps, 1)
+    return (stage.lr - stage.end_lr) * (1.0 - progress) ** stage.power + stage.end_lr
+
+
+class LearningRate(LearningRateSchedule):
+    """Linear warm-up to `lr` over `warmup` steps, polynomial decay to `end_lr` at `total` steps (from step 0)."""
+
+    def __init__(self, lr: float, end_lr: float, warmup: int, total: int, power: float):
+        super().__init__()
+        self.lr = float(lr)
+        self.end_lr = float(end_lr)
+        self.warmup = float(max(warmup, 1))
+        self.use_warmup = warmup > 0
+        self.total = float(max(total, 1))
+        self.power = float(power)
+
+    def construct(self, global_step):
+        step = global_step.astype(ms.float32)
+        progress = ops.minimum(step, self.total) / self.total
+        decayed = (self.lr - self.end_lr) * ops.pow(1.0 - progress, self.power) + self.end_lr
+        if self.use_warmup:
+            warm = self.lr * step / self.warmup
+            return ops.where(step < self.warmup, warm, decayed)
+        return decayed
+
+
+def parameter_groups(params: Sequence[ms.Parameter], stage: StageConfig) -> List[Dict]:
+    """AdamWeightDecay groups split by name: no decay for names containing a `decay_filter` entry."""
+    no_decay_keys = tuple(k.lower() for k in stage.decay_filter)
+    decay = [p for p in params if not any(k in p.name.lower() for k in no_decay_keys)]
+    decay_ids = {id(p) for p in decay}  # Parameter == is element-wise: compare identities, never `in`
+    no_decay = [p for p in params if id(p) not in decay_ids]
+    groups = []
+    if decay:
+        groups.append({"params": decay, "weight_decay": stage.weight_decay})
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    groups.append({"order_params": list(params)})
+    return groups
+
+
+def build_optimizer(params: Sequence[ms.Parameter], stage: StageConfig, total_steps: int) -> nn.AdamWeightDecay:
+    if not params:
+        raise ValueError("no trainable parameters for the optimizer")
+    schedule = LearningRate(stage.lr, stage.end_lr, warmup_steps(stage, total_steps), total_steps, stage.power)
+    return nn.AdamWeightDecay(parameter_groups(params, stage), learning_rate=schedule, eps=stage.adam_eps)
+
+
+def _global_norm(grads):
+    return ops.sqrt(sum(ops.square(g).sum() for g in grads))
+
+
+class TrainStep:
+    """One optimizer step over `loss_net`, whose construct returns (total, *terms).
+
+    Call `step(*batch)` -> (terms tuple of Tensors, finite bool Tensor, grad_norm Tensor, loss_scale Tensor).
+    `graph=True` compiles the step with ms.jit (one graph per input shape).
+    """
+
+    def __init__(self, loss_net: nn.Cell, params: Sequence[ms.Parameter], stage: StageConfig, total_steps: int,
+                 graph: bool = True, distributed: bool = False):
+        self.loss_net = loss_net
+        self.stage = stage
+        self.total_steps = total_steps
+        self.optimizer = build_optimizer(params, stage, total_steps)
+        self.scaler = ms.amp.DynamicLossScaler(scale_value=float(stage.loss_scale.init),
+                                               scale_factor=int(stage.loss_scale.factor),
+                                               scale_window=int(stage.loss_scale.window))
+        self.reducer = None
+        if distributed:
+            from mindspore.communication import GlobalComm, get_group_size  # pylint: disable=import-outside-toplevel
+
+            self.reducer = nn.DistributedGradReducer(self.optimizer.parameters, mean=True, degree=get_group_size(),
+                                                     group=GlobalComm.WORLD_COMM_GROUP)
+        self.max_norm = float(stage.max_grad_norm)
+        self.per_tensor = stage.clip_mode == "per_tensor"
+        weights = self.optimizer.parameters
+
+        def forward(*batch):
+            outputs = loss_net(*batch)
+            return self.scaler.scale(outputs[0]), outputs
+
+        grad_fn = ms.value_and_grad(forward, None, weights, has_aux=True)
+
+        def train_step(*batch):
+            (_, outputs), grads = grad_fn(*batch)
+            if self.reducer is not None:
+                grads = self.reducer(grads)
+            grads = self.scaler.unscale(grads)
+            finite = ms.amp.all_finite(grads)
+            norm = _global_norm(grads)
+            if self.per_tensor:
+                grads = tuple(g * ops.minimum(1.0, self.max_norm / ops.maximum(ops.sqrt(ops.square(g).sum()), 1e-12))
+                              for g in grads)
+            else:
+                grads = tuple(g * ops.minimum(1.0, self.max_norm / ops.maximum(norm, 1e-12)) for g in grads)
+            if finite:
+                self.optimizer(grads)
+            self.scaler.adjust(finite)
+            return outputs, finite, norm, self.scaler.scale_value.value()
+
+        self._step = ms.jit(train_step) if graph else train_step
+
+    def step(self, *batch):
+        return self._step(*batch)
+
+    @property
+    def global_step(self) -> int:
+        """Optimizer updates applied so far (overflow-skipped steps excluded)."""
+        return int(self.optimizer.global_step.asnumpy().reshape(-1)[0])
+
+    @property
+    def loss_scale(self) -> float:
+        return float(self.scaler.scale_value.asnumpy())
+
+    # ---------------------------------------------------------------------------------------- state
+    def state_dict(self) -> Dict[str, np.ndarray]:
+        """Optimizer moments, its step and the loss-scale state, for exact resumption."""
+        state = {p.name: p.asnumpy() for p in self.optimizer.moments1}
+        state.update({p.name: p.asnumpy() for p in self.optimizer.moments2})
+        state["optimizer.global_step"] = self.optimizer.global_step.asnumpy()
+        state["loss_scale.value"] = self.scaler.scale_value.asnumpy()
+        state["loss_scale.counter"] = self.scaler.counter.asnumpy()
+        return state
+
+    def load_state_dict(self, state: Dict[str, np.ndarray], source: str) -> None:
+        targets = {p.name: p for p in list(self.optimizer.moments1) + list(self.optimizer.moments2)}
+        targets["optimizer.global_step"] = self.optimizer.global_step
+        targets["loss_scale.value"] = self.scaler.scale_value
+        targets["loss_scale.counter"] = self.scaler.counter
+        missing = sorted(set(targets) - set(state))
+        if missing:
+            raise ValueError(f"{source}: training state lacks {len(missing)} entries, e.g. {missing[:5]}")
+        for name, param in targets.items():
+            value = np.asarray(state[name])
+            if tuple(value.shape) != tuple(param.shape):
+                raise ValueError(f"{source}: {name} has shape {value.shape}, expected {tuple(param.shape)}")
+            param.set_data(ms.Tensor(value, param.dtype))

@@ -1,0 +1,168 @@
+"""Distillation stages on tiny configs: losses fall, every trained parameter gets a gradient, the teacher is frozen."""
+import numpy as np
+import mindspore as ms
+import pytest
+
+from src.config import BertConfig, DistillConfig, StageConfig, resolve_layer_map
+from src.distill import LOSS_TERMS, DistillError, DistillLoss, build_fit_dense
+from src.modeling import BertForSequenceClassification, BertForTokenClassification, BertModel
+from src.train import TrainStep, lr_at, parameter_groups
+
+TEACHER = BertConfig(vocab_size=99, hidden_size=48, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64,
+                     max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+STUDENT = BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                     max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+PAIRS = resolve_layer_map("uniform", 4, 2)  # (0, 0), (1, 2), (2, 4)
+
+
+def batch(ner=False):
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, 99, (4, 12)).astype(np.int32)
+    mask = np.ones((4, 12), np.int32)
+    mask[1, 8:] = 0
+    mask[3, 5:] = 0
+    ids[mask == 0] = 0
+    labels = np.where(mask == 1, rng.integers(0, 3, (4, 12)), -1).astype(np.int32) if ner else \
+        np.array([0, 1, 1, 0], np.int32)
+    return [ms.Tensor(ids), ms.Tensor(mask), ms.Tensor(np.zeros_like(ids)), ms.Tensor(labels)]
+
+
+def build(stage, ner=False, fit="shared"):
+    ms.set_seed(3)
+    if stage == "gd":
+        student, teacher = BertModel(STUDENT), BertModel(TEACHER)
+    elif ner:
+        student, teacher = BertForTokenClassification(STUDENT, 3), BertForTokenClassification(TEACHER, 3)
+    else:
+        student, teacher = BertForSequenceClassification(STUDENT, 2), BertForSequenceClassification(TEACHER, 2)
+    if stage == "prediction":  # a confident teacher, so the soft targets are far from the student's start
+        weight = teacher.classifier.weight
+        weight.set_data(weight * 200.0)
+    fit_dense = build_fit_dense(STUDENT, TEACHER, PAIRS, fit) if stage in ("gd", "intermediate") else None
+    teacher_arg = None if stage == "finetune" else teacher
+    net = DistillLoss(student, teacher_arg, stage, DistillConfig(), PAIRS, "ner" if ner else "classification",
+                      fit_dense)
+    return net, student, teacher
+
+
+CASES = [("gd", False), ("intermediate", False), ("prediction", False), ("prediction", True), ("finetune", False),
+         ("intermediate", True)]
+
+
+@pytest.mark.parametrize("stage,ner", CASES)
+def test_stage_trains_in_graph_mode(stage, ner):
+    net, student, teacher = build(stage, ner)
+    params = net.optimizer_params()
+    teacher_before = {p.name: p.asnumpy().copy() for p in teacher.get_parameters()}
+    step = TrainStep(net, params, StageConfig(lr=2e-3, warmup_ratio=0.0), total_steps=100, graph=True)
+    data = batch(ner)
+    totals = []
+    for _ in range(6):
+        outputs, finite, norm, scale = step.step(*data)
+        assert bool(finite) and np.isfinite(float(norm))
+        totals.append(float(outputs[0]))
+    terms = dict(zip(LOSS_TERMS, [float(v) for v in outputs[1:]]))
+    assert all(np.isfinite(totals))
+    assert totals[-1] < totals[0] * 0.9, totals
+    if stage in ("gd", "intermediate"):
+        assert terms["attention"] > 0 and terms["hidden"] > 0 and terms["embedding"] > 0
+        assert terms["prediction"] == 0 and terms["hard_label"] == 0
+        assert totals[-1] == pytest.approx(terms["attention"] + terms["hidden"] + terms["embedding"], rel=1e-5)
+    elif stage == "prediction":
+        assert terms["prediction"] > 0 and terms["attention"] == 0
+    else:
+        assert terms["hard_label"] > 0 and totals[-1] == pytest.approx(terms["hard_label"], rel=1e-6)
+    assert step.global_step == 6
+    for p in teacher.get_parameters():  # frozen, never in the optimizer
+        np.testing.assert_array_equal(p.asnumpy(), teacher_before[p.name])
+        assert all(p is not q for q in params)
+
+
+@pytest.mark.parametrize("stage,ner", CASES)
+def test_every_trained_parameter_gets_a_gradient(stage, ner):
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    net, student, _ = build(stage, ner, fit="per_layer")
+    params = net.optimizer_params()
+    grad_fn = ms.value_and_grad(lambda *b: net(*b)[0], None, params)
+    _, grads = grad_fn(*batch(ner))
+    no_grad = [p.name for p, g in zip(params, grads) if not np.any(g.asnumpy())]
+    assert not no_grad, no_grad
+    names = {p.name for p in params}
+    if stage == "gd":  # the pooler is unused by GD losses and is left out of the optimizer
+        assert not any(".pooler." in n for n in names)
+    if stage == "intermediate":
+        assert not any("classifier" in n or ".pooler." in n for n in names)
+        assert sum("fit_dense" in n for n in names) == 2 * len(PAIRS)
+    if stage in ("prediction", "finetune"):
+        assert not any("fit_dense" in n for n in names)
+        unused = 2 if ner else 0  # NER never uses the pooler
+        assert len(params) == len(list(student.trainable_params())) - unused
+
+
+def test_gradients_match_finite_differences():
+    """The step's gradient of the GD loss agrees with a central difference on one weight."""
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    net, student, _ = build("gd")
+    params = net.optimizer_params()
+    data = batch()
+    target = next(p for p in params if "encoder.layer.1.intermediate.dense.weight" in p.name)
+    grad_fn = ms.value_and_grad(lambda *b: net(*b)[0], None, [target])
+    _, (grad,) = grad_fn(*data)
+    original = target.asnumpy().copy()
+    eps = 1e-2
+    for index in [(0, 0), (5, 3)]:
+        values = []
+        for sign in (1, -1):
+            changed = original.copy()
+            changed[index] += sign * eps
+            target.set_data(ms.Tensor(changed))
+            values.append(float(net(*data)[0]))
+        target.set_data(ms.Tensor(original))
+        numeric = (values[0] - values[1]) / (2 * eps)
+        assert grad.asnumpy()[index] == pytest.approx(numeric, rel=0.05, abs=1e-4)
+
+
+def test_overflow_step_is_skipped_and_scale_halved():
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    net, student, _ = build("finetune")
+    step = TrainStep(net, net.optimizer_params(), StageConfig(), total_steps=10, graph=False)
+    data = batch()
+    before = {p.name: p.asnumpy().copy() for p in student.get_parameters()}
+    scale = step.loss_scale
+    bad = data[:]
+    weight = student.classifier.weight
+    saved = weight.asnumpy().copy()
+    weight.set_data(ms.Tensor(np.full_like(saved, np.inf)))
+    _, finite, _, _ = step.step(*bad)
+    weight.set_data(ms.Tensor(saved))
+    assert not bool(finite)
+    assert step.loss_scale == scale / 2 and step.global_step == 0
+    for p in student.get_parameters():
+        if p.name != weight.name:
+            np.testing.assert_array_equal(p.asnumpy(), before[p.name])
+
+
+def test_attention_loss_needs_equal_heads():
+    other = BertConfig(vocab_size=99, hidden_size=36, num_hidden_layers=2, num_attention_heads=3,
+                       intermediate_size=37, max_position_embeddings=64)
+    with pytest.raises(DistillError, match="student.num_attention_heads=3, teacher.num_attention_heads=4"):
+        DistillLoss(BertModel(other), BertModel(TEACHER), "gd", DistillConfig(), PAIRS,
+                    fit_dense=build_fit_dense(other, TEACHER, PAIRS, "shared"))
+    # without the attention term the pair is fine
+    DistillLoss(BertModel(other), BertModel(TEACHER), "gd", DistillConfig(attention_weight=0.0), PAIRS,
+                fit_dense=build_fit_dense(other, TEACHER, PAIRS, "shared"))
+
+
+def test_learning_rate_schedule_and_groups():
+    stage = StageConfig(lr=1e-4, end_lr=0.0, warmup_ratio=0.1, power=1.0)
+    assert lr_at(stage, 0, 100) == 0.0
+    assert lr_at(stage, 5, 100) == pytest.approx(5e-5)
+    assert lr_at(stage, 10, 100) == pytest.approx(9e-5)  # decay measured from step 0 (Google BERT, the reference)
+    assert lr_at(stage, 100, 100) == 0.0
+    net, _, _ = build("prediction")
+    groups = parameter_groups(net.optimizer_params(), StageConfig(weight_decay=0.01))
+    decay = {p.name for p in groups[0]["params"]}
+    no_decay = {p.name for p in groups[1]["params"]}
+    assert all("LayerNorm" in n or n.endswith("bias") for n in no_decay)
+    assert not any("LayerNorm" in n or n.endswith("bias") for n in decay)
+    assert groups[0]["weight_decay"] == 0.01 and groups[1]["weight_decay"] == 0.0

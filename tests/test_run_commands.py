@@ -1,0 +1,208 @@
+"""run_general_distill.py and run_task_distill.py end to end on tiny models and real data slices (GRAPH mode):
+run directories and manifests, exact resumption after a crash, skipping finished stages, phase 2 starting from
+the phase-1 checkpoint named in the manifest, evaluation on every dev example, and a 2-worker msrun GD run."""
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from src import checkpoint as ckpt
+from src.config import BertConfig
+from src.modeling import BertModel
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CRASH_EXIT_CODE = 75
+TINY = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=48,
+            max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+STUDENT = dict(TINY, num_hidden_layers=2, hidden_size=24, intermediate_size=40)
+
+
+def run(args, cwd, check=True, timeout=900, env_extra=None):
+    # msrun starts workers with `python` from PATH: make that this interpreter.
+    path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+    env = dict(os.environ, PYTHONPATH=ROOT, GLOG_v="3", MS_COMPILER_CACHE_ENABLE="0", PATH=path, **(env_extra or {}))
+    proc = subprocess.run([sys.executable] + args, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\n"
+                             f"stderr:\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def weights(path):
+    return ckpt.read_checkpoint(path)
+
+
+@pytest.fixture(scope="module")
+def gd_setup(tmp_path_factory, shared_data):
+    """A tiny BERT teacher checkpoint and GD records made from real text by create_pretraining_data.py."""
+    root = tmp_path_factory.mktemp("gd")
+    import mindspore as ms
+
+    ms.set_seed(11)
+    teacher = BertModel(BertConfig(**TINY))
+    ckpt.save_model(teacher, str(root / "teacher.ckpt"))
+    run([os.path.join(ROOT, "scripts", "create_pretraining_data.py"),
+         "--input_file", os.path.join(shared_data, "corpus", "en", "bert_sample_text.txt"),
+         "--output_file", str(root / "gd.mindrecord"),
+         "--vocab_file", os.path.join(shared_data, "vocab", "bert-base-uncased-vocab.txt"),
+         "--max_seq_length", "32", "--dupe_factor", "2", "--random_seed", "3"], cwd=root)
+    return root
+
+
+def gd_config(root, out, **gd):
+    cfg = {
+        "run": {"output_dir": str(out), "seed": 5, "data_seed": 6, "mode": "graph"},
+        "data": {"train_files": [str(root / "gd.mindrecord")], "seq_length": 32},
+        "checkpoint": {"teacher": str(root / "teacher.ckpt")},
+        "teacher": TINY, "student": STUDENT,
+        "gd": {"batch_size": 8, "epochs": 2, "lr": 1e-3, "warmup_ratio": 0.1, "log_steps": 2, "save_steps": 3,
+               **gd},
+    }
+    path = out.parent / f"{out.name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def test_gd_runs_resumes_exactly_and_skips_when_finished(gd_setup, tmp_path):
+    root = gd_setup
+    straight = tmp_path / "straight"
+    run([os.path.join(ROOT, "run_general_distill.py"), "--config", gd_config(root, straight), "--no_progress"],
+        cwd=tmp_path)
+    manifest = json.loads((straight / "manifest.json").read_text())
+    assert manifest["status"] == "finished" and manifest["step"] == manifest["total_steps"] > 6
+    assert manifest["started_from"]["teacher"]["sha256"] == ckpt.read_metadata(str(root / "teacher.ckpt"))["sha256"]
+    assert manifest["layer_map"] == [[0, 0], [1, 2], [2, 4]]
+    rows = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if r["type"] == "train"]
+    assert losses[-1] < losses[0] and all(r["attention"] > 0 and r["hidden"] > 0 for r in rows)
+    assert {"lr", "loss_scale", "overflow_steps", "samples_per_s", "eta_s", "embedding"} <= set(rows[0])
+    student = ckpt.load_model(str(straight / "last.ckpt"))  # a plain backbone checkpoint, loads strictly
+    assert isinstance(student, BertModel) and student.config.num_hidden_layers == 2
+    assert set(weights(str(straight / "fit_dense.ckpt"))) == {"layers.0.weight", "layers.0.bias"}
+
+    # Crash mid-epoch (after step 5; state saved at step 3), then re-run the same command: it resumes.
+    crashed = tmp_path / "crashed"
+    config = gd_config(root, crashed)
+    proc = run([os.path.join(ROOT, "run_general_distill.py"), "--config", config, "--no_progress",
+                "--stop_after_steps=5"], cwd=tmp_path, check=False)
+    assert proc.returncode == CRASH_EXIT_CODE, proc.stderr[-2000:]
+    assert json.loads((crashed / "manifest.json").read_text())["step"] == 3
+    proc = run([os.path.join(ROOT, "run_general_distill.py"), "--config", config, "--no_progress"], cwd=tmp_path)
+    assert "resuming at step 3" in proc.stderr
+    a, b = weights(str(straight / "state.ckpt")), weights(str(crashed / "state.ckpt"))
+    assert set(a) == set(b)
+    for name in a:  # weights, fit_dense, Adam moments, optimizer step, loss scale: all identical
+        np.testing.assert_allclose(b[name], a[name], rtol=1e-5, atol=1e-7, err_msg=name)
+
+    # Finished: the same command returns at once; a changed config is refused with the differing key.
+    proc = run([os.path.join(ROOT, "run_general_distill.py"), "--config", config, "--no_progress"], cwd=tmp_path)
+    assert "finished earlier" in proc.stderr
+    proc = run([os.path.join(ROOT, "run_general_distill.py"), "--config", config, "--gd.lr=0.01"], cwd=tmp_path,
+               check=False)
+    assert proc.returncode != 0 and "gd.lr: 0.001 -> 0.01" in proc.stderr
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_gd_data_parallel_two_workers_with_msrun(gd_setup, tmp_path):
+    """msrun on CPU (MCCL): both workers finish with identical weights; only rank 0 writes the run directory."""
+    out = tmp_path / "dp"
+    config = gd_config(gd_setup, out, batch_size=4, epochs=1)
+    log_dir = tmp_path / "msrun_log"
+    run(["-m", "mindspore.parallel.cluster.run", "--worker_num=2", "--local_worker_num=2",
+         f"--master_port={free_port()}", f"--log_dir={log_dir}", "--join=True", "--cluster_time_out=120",
+         os.path.join(ROOT, "run_general_distill.py"), "--config", config, "--no_progress"], cwd=tmp_path)
+    digests = {}
+    for rank in (0, 1):
+        text = (log_dir / f"worker_{rank}.log").read_text()
+        line = next(l for l in text.splitlines() if "student weights sha256" in l)
+        digests[rank] = line.split()[-1]
+        assert f"rank {rank}/2" in line
+    assert digests[0] == digests[1]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["world_size"] == 2 and manifest["status"] == "finished"
+    last = weights(str(out / "last.ckpt"))
+    digest = hashlib.sha256(b"".join(last[n].tobytes() for n in sorted(last))).hexdigest()
+    assert digest == digests[0]
+
+
+@pytest.fixture(scope="module")
+def sst2_records(tmp_path_factory, shared_data):
+    """Real SST-2 rows: 160 train rows and the first 100 dev rows, as MindRecord with labels.json."""
+    root = tmp_path_factory.mktemp("sst2")
+    lines = open(os.path.join(shared_data, "glue", "SST-2", "train.tsv"), encoding="utf-8").read().splitlines()
+    (root / "train.tsv").write_text("\n".join(lines[:161]) + "\n", encoding="utf-8")
+    lines = open(os.path.join(shared_data, "glue", "SST-2", "dev.tsv"), encoding="utf-8").read().splitlines()
+    (root / "dev.tsv").write_text("\n".join(lines[:101]) + "\n", encoding="utf-8")
+    vocab = os.path.join(shared_data, "vocab", "bert-base-uncased-vocab.txt")
+    for split in ("train", "dev"):
+        run([os.path.join(ROOT, "scripts", "convert_task_data.py"), "--task", "sst2", "--input",
+             str(root / f"{split}.tsv"), "--output", str(root / f"{split}.mindrecord"), "--vocab_file", vocab,
+             "--max_seq_length", "32"], cwd=root)
+    import mindspore as ms
+
+    ms.set_seed(12)
+    ckpt.save_model(BertModel(BertConfig(**TINY)), str(root / "pretrained.ckpt"))
+    return root
+
+
+def td_config(root, out):
+    stage = {"batch_size": 16, "epochs": 2, "lr": 1e-3, "log_steps": 5, "save_steps": 7}
+    cfg = {
+        "task": {"name": "SST-2", "num_labels": 2, "labels": ["0", "1"], "metric": "accuracy"},
+        "run": {"output_dir": str(out), "seed": 7, "data_seed": 8},
+        "data": {"train_files": [str(root / "train.mindrecord")], "eval_files": [str(root / "dev.mindrecord")],
+                 "seq_length": 32},
+        "checkpoint": {"pretrained": str(root / "pretrained.ckpt")},
+        "teacher": TINY, "student": STUDENT, "eval": {"batch_size": 32},
+        "td": {"finetune": stage, "phase1": stage, "phase2": stage},
+    }
+    path = out.parent / f"{out.name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def test_task_distillation_pipeline(sst2_records, tmp_path):
+    out = tmp_path / "sst2"
+    config = td_config(sst2_records, out)
+    script = os.path.join(ROOT, "run_task_distill.py")
+    proc = run([script, "--config", config, "--phase", "1", "--no_progress"], cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and "holds no finished fine-tuning run" in proc.stderr
+
+    run([script, "--config", config, "--phase", "finetune", "--no_progress"], cwd=tmp_path)
+    teacher = json.loads((out / "teacher" / "manifest.json").read_text())
+    best = teacher["metrics"]["best"]
+    assert best["sets"]["dev"]["examples"] == 100  # every dev row, the last partial batch included
+    assert (out / "teacher" / "best.ckpt").is_file() and teacher["checkpoints"]["best"] == "best.ckpt"
+
+    proc = run([script, "--config", config, "--phase", "both", "--no_progress"], cwd=tmp_path)
+    phase1 = json.loads((out / "phase1" / "manifest.json").read_text())
+    phase2 = json.loads((out / "phase2" / "manifest.json").read_text())
+    assert phase1["status"] == phase2["status"] == "finished"
+    teacher_sha = ckpt.read_metadata(str(out / "teacher" / "best.ckpt"))["sha256"]
+    assert phase1["started_from"]["teacher"]["sha256"] == teacher_sha
+    assert phase2["started_from"]["student"]["path"] == str(out / "phase1" / "last.ckpt")
+    assert phase2["started_from"]["student"]["sha256"] == ckpt.read_metadata(str(out / "phase1" / "last.ckpt"))["sha256"]
+    assert phase1["metrics"]["best"] is None  # phase 1 trains no logits, so it does not evaluate
+    rows = [json.loads(l) for l in (out / "phase2" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["type"] for r in rows].count("eval") == 2 and rows[0]["prediction"] > 0
+    assert "final eval: accuracy" in proc.stdout and "best eval:" in proc.stdout
+    assert {"fit_dense.ckpt", "state.ckpt", "last.ckpt"} <= set(os.listdir(out / "phase1"))
+
+    # Evaluate the result alone; re-running skips every finished stage.
+    proc = run([script, "--config", config, "--phase", "eval", "--checkpoint", str(out / "phase2")], cwd=tmp_path)
+    result = json.loads(proc.stdout)
+    assert result["sets"]["dev"]["examples"] == 100
+    assert result["score"] == pytest.approx(phase2["metrics"]["best"]["score"])
+    proc = run([script, "--config", config, "--phase", "both", "--no_progress"], cwd=tmp_path)
+    assert proc.stderr.count("finished earlier") == 2
