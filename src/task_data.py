@@ -21,12 +21,11 @@ A ``labels.json`` label map is written next to the records.
 """
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Type
 
 from src.records import write_records
 from src.tokenization import BertTokenizer
@@ -71,22 +70,49 @@ class Summary:
 
 
 # ---------------------------------------------------------------- readers: yield Examples or raise BadRowError
-def _tsv_lines(path: str) -> Iterator[Tuple[int, List[str]]]:
-    with open(path, encoding="utf-8", newline="") as f:
-        # GLUE TSVs contain unmatched quotes inside sentences, so quoting must be off.
-        for lineno, fields in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
-            yield lineno, fields
+def read_tsv_lines(path: str, error: Optional[Type[Exception]] = None,
+                   yield_errors: bool = False) -> Iterator[Tuple[int, Any]]:
+    """(line number, cells) of every line of a TSV; the one TSV reader of the project (task converters and
+    data augmentation).
+
+    Cells are split at tabs and nothing else: quotes are plain characters (GLUE TSVs have unmatched quotes
+    inside sentences), there is no field size limit, and a line ends only at ``\n`` (``\r\n`` also works;
+    the line end is removed). A UTF-8 byte order mark on line 1 is dropped. An empty line is one empty cell.
+
+    A line that is not UTF-8 raises ``error`` (default BadRowError) as ``file:line: reason``, or with
+    ``yield_errors`` is yielded as ``(line number, that exception)`` so the caller can skip and count it.
+    """
+    error = error or BadRowError
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                bad = error(f"{path}:{lineno}: not UTF-8 text ({err.reason} at byte {err.start}); "
+                            f"expected a UTF-8 TSV")
+                if not yield_errors:
+                    raise bad from None
+                yield lineno, bad
+                continue
+            if lineno == 1 and line.startswith("\ufeff"):
+                line = line[1:]
+            yield lineno, line.rstrip("\r\n").split("\t")
 
 
 def _header_tsv(path: str, names: Sequence[str]) -> Iterator[Any]:
     """Rows of a TSV with a header, as (where, {name: value}); columns located by header name."""
-    lines = _tsv_lines(path)
+    lines = read_tsv_lines(path, yield_errors=True)
     _, header = next(lines, (1, []))
+    if isinstance(header, BadRowError):
+        raise header
     missing = [n for n in names if n not in header]
     if missing:
         raise BadRowError(f"{path}:1: header {header} lacks column(s) {missing}")
     for lineno, fields in lines:
         where = f"{path}:{lineno}"
+        if isinstance(fields, BadRowError):
+            yield fields
+            continue
         if len(fields) != len(header):
             yield BadRowError(f"{where}: {len(fields)} columns; expected {len(header)} (header {header})")
             continue
@@ -115,7 +141,12 @@ def read_tsv(path: str, text_a_col: int = 0, text_b_col: Optional[int] = None, l
              has_header: bool = False, **_) -> Iterator[Any]:
     """Any TSV with fixed column indices (0-based); every row must have as many columns as the first."""
     expected = None
-    for lineno, fields in _tsv_lines(path):
+    for lineno, fields in read_tsv_lines(path, yield_errors=True):
+        if isinstance(fields, BadRowError):
+            if has_header and lineno == 1:
+                raise fields
+            yield fields
+            continue
         if has_header and lineno == 1:
             expected = len(fields)
             continue
@@ -129,7 +160,10 @@ def read_tsv(path: str, text_a_col: int = 0, text_b_col: Optional[int] = None, l
 
 
 def read_label_text(path: str, **_) -> Iterator[Any]:
-    for lineno, fields in _tsv_lines(path):
+    for lineno, fields in read_tsv_lines(path, yield_errors=True):
+        if isinstance(fields, BadRowError):
+            yield fields
+            continue
         if len(fields) != 2:
             yield BadRowError(f"{path}:{lineno}: {len(fields)} columns; expected 2 (label<TAB>text)")
             continue
@@ -138,11 +172,17 @@ def read_label_text(path: str, **_) -> Iterator[Any]:
 
 def _json_lines(path: str) -> Iterator[Any]:
     """(where, object) per non-blank line, or a BadRowError for invalid JSON / a non-object."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                yield BadRowError(f"{where}: not UTF-8 text ({err.reason} at byte {err.start}); "
+                                  f"expected UTF-8 JSON lines")
+                continue
             if not line.strip():
                 continue
-            where = f"{path}:{lineno}"
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as err:
@@ -236,10 +276,23 @@ def labels_from_data(task: str, examples: Sequence[Example], tag_scheme: str = "
 def load_label_map(path: str) -> List[str]:
     """The ``labels`` list of a labels.json written by a previous conversion (e.g. of the train split)."""
     with open(path, encoding="utf-8") as f:
-        content = json.load(f)
-    if not isinstance(content.get("labels"), list):
+        try:
+            content = json.load(f)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{err.lineno}: invalid JSON: {err.msg}; expected a labels.json "
+                             f"written by the converter") from None
+    if not isinstance(content, dict) or not isinstance(content.get("labels"), list):
         raise ValueError(f"{path}: key 'labels' missing or not a list")
     return [str(x) for x in content["labels"]]
+
+
+def check_label_map(directory: str, labels: List[str]) -> str:
+    """The labels.json path in ``directory``; raises if it already holds a different label list."""
+    path = os.path.join(directory, LABELS_FILE)
+    if os.path.exists(path) and load_label_map(path) != labels:
+        raise ValueError(f"{path} already holds a different label list {load_label_map(path)}; expected "
+                         f"{labels}. Convert the train split first and pass --label_map {path} for the others")
+    return path
 
 
 def write_label_map(directory: str, task: str, labels: List[str], tag_scheme: Optional[str]) -> str:
@@ -250,10 +303,7 @@ def write_label_map(directory: str, task: str, labels: List[str], tag_scheme: Op
         content.update(tag_scheme=tag_scheme, ignore_index=IGNORE_INDEX)
     if task == "mnli":
         content["note"] = "label order pinned: contradiction=0, entailment=1, neutral=2"
-    path = os.path.join(directory, LABELS_FILE)
-    if os.path.exists(path) and load_label_map(path) != labels:
-        raise ValueError(f"{path} already holds a different label list {load_label_map(path)}; expected "
-                         f"{labels}. Convert the train split first and pass --label_map {path} for the others")
+    path = check_label_map(directory, labels)
     with open(path, "w", encoding="utf-8") as f:
         json.dump(content, f, ensure_ascii=False, indent=2)
         f.write("\n")
@@ -322,7 +372,7 @@ def _check_labels(examples: List[Example], labels: List[str], skip_bad_rows: boo
     """Drop (counted) or raise on examples whose label or tag is not in ``labels``."""
     known, good = set(labels), []
     for ex in examples:
-        unknown = [t for t in (ex.tags or [ex.label]) if t not in known]
+        unknown = [t for t in (ex.tags if ex.tags is not None else [ex.label]) if t not in known]
         if not unknown:
             good.append(ex)
             continue
@@ -371,6 +421,7 @@ def convert_task_data(task: str, input_file: str, output: str, vocab_file: str, 
     examples = _check_labels(examples, labels, skip_bad_rows, summary)
     if not examples:
         raise ValueError(f"{input_file}: no valid rows to write ({len(summary.skipped)} skipped)")
+    check_label_map(os.path.dirname(os.path.abspath(output)), labels)  # before any record is written
     tokenizer = BertTokenizer(vocab_file, do_lower_case=do_lower_case)
     summary.files = write_records(_rows(task, examples, tokenizer, labels, seq_length, summary), output,
                                   task_columns(task, seq_length), fmt=fmt, num_shards=num_shards)

@@ -171,7 +171,7 @@ def wiki_to_text(dump: str, output: str, processes: int = 1, templates: bool = T
     """Turn a MediaWiki dump into BERT pre-training text at `output`; returns (documents, sentences).
 
     Articles with fewer than `min_sentences` sentences (stubs, disambiguation leftovers) are skipped and counted
-    in the log. The file is written under a temporary name and renamed at the end, so a failed run leaves none.
+    in the log. The file is written under a temporary name and renamed at the end; a failed run removes it.
     """
     from tqdm import tqdm  # pylint: disable=import-outside-toplevel
 
@@ -190,8 +190,13 @@ def wiki_to_text(dump: str, output: str, processes: int = 1, templates: bool = T
 
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     partial = output + ".partial"
-    with open(partial, "w", encoding="utf-8") as out:
-        counts = write_documents(documents(), out)
+    try:
+        with open(partial, "w", encoding="utf-8") as out:
+            counts = write_documents(documents(), out)
+    except BaseException:  # a failed or interrupted run leaves no output at all, not even the partial file
+        if os.path.exists(partial):
+            os.remove(partial)
+        raise
     os.replace(partial, output)
     logger.info("%s: %d documents, %d sentences (%d articles skipped, < %d sentences)",
                 output, counts[0], counts[1], skipped, min_sentences)

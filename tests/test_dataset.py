@@ -102,3 +102,20 @@ def test_tfrecord_without_schema_json_reads_shapes_from_file(tmp_path):
     with pytest.raises(ValueError, match="expected \\[8\\]"):
         create_tinybert_dataset(path, COLS, 2, 8)
     assert sorted(_labels(create_tinybert_dataset(path, COLS, 2, S, drop_remainder=False))) == list(range(5))
+
+
+@pytest.mark.parametrize("fmt", ["tfrecord", "mindrecord"])
+def test_int64_and_one_element_columns_come_out_int32(tmp_path, fmt):
+    """int64 columns are cast, [1] columns (e.g. GD next_sentence_labels) become [B], negative values survive."""
+    spec = {"input_ids": ("int64", (S,)), "input_mask": ("int32", (S,)), "nsp": ("int32", (1,)),
+            "label_ids": ("int64", ())}
+    rows = [{"input_ids": [-1 - i] * S, "input_mask": [1] * S, "nsp": [i % 2], "label_ids": -i} for i in range(6)]
+    files = write_records(rows, str(tmp_path / f"d.{fmt}"), spec, fmt=fmt)
+    batches = list(create_tinybert_dataset(files, list(spec), 4, S, shuffle=False, drop_remainder=False)
+                   .create_dict_iterator(output_numpy=True))
+    assert [b["input_ids"].shape for b in batches] == [(4, S), (2, S)]
+    assert all(v.dtype == np.int32 for b in batches for v in b.values())
+    assert [b["nsp"].shape for b in batches] == [(4,), (2,)] and [b["label_ids"].shape for b in batches] == [(4,), (2,)]
+    assert np.concatenate([b["input_ids"][:, 0] for b in batches]).tolist() == [-1, -2, -3, -4, -5, -6]
+    assert np.concatenate([b["nsp"] for b in batches]).tolist() == [0, 1, 0, 1, 0, 1]
+    assert np.concatenate([b["label_ids"] for b in batches]).tolist() == [0, -1, -2, -3, -4, -5]

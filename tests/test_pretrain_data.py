@@ -241,3 +241,36 @@ def test_cli_chinese_uncorrupted(tmp_path):
     assert result.stdout.startswith("wrote ")
     rows = _read_back([str(out)], "mindrecord")
     assert rows and set(rows[0]) == {"input_ids", "input_mask", "segment_ids"}
+
+
+@needs_records
+@pytest.mark.parametrize("fmt", ["mindrecord", "tfrecord"])
+def test_readme_gd_records_through_create_tinybert_dataset(tmp_path, en_tok, wikitext_docs, fmt):
+    """README's GD command (WikiText-2 raw, wikitext format, sharded) at small settings, in both formats, read back
+    through create_tinybert_dataset with the GD columns; every instance comes back exactly once, unchanged."""
+    from src.dataset import create_tinybert_dataset  # pylint: disable=import-outside-toplevel
+
+    seq, out = 64, tmp_path / "gd" / f"wikitext2.{fmt}"
+    cmd = [sys.executable, os.path.join(ROOT, "scripts", "create_pretraining_data.py"), "--input_file", WIKITEXT,
+           "--input_format", "wikitext", "--vocab_file", EN_VOCAB, "--output_file", str(out), "--num_shards", "2",
+           "--format", fmt, "--max_seq_length", str(seq), "--max_predictions_per_seq", "10", "--dupe_factor", "1",
+           "--random_seed", "3"]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    count = int(result.stdout.split()[1])
+    pattern = str(tmp_path / "gd" / ("wikitext2.mindrecord*" if fmt == "mindrecord" else "wikitext2-*.tfrecord"))
+    columns = ["input_ids", "input_mask", "segment_ids"]
+    dataset = create_tinybert_dataset(pattern, columns, 32, seq, shuffle=False, drop_remainder=False)
+    batches = list(dataset.create_dict_iterator(output_numpy=True, num_epochs=1))
+    assert all(set(b) == set(columns) for b in batches)
+    assert all(b[c].dtype == np.int32 and b[c].shape == (len(b["input_ids"]), seq) for b in batches for c in columns)
+    assert [len(b["input_ids"]) for b in batches[:-1]] == [32] * (len(batches) - 1)
+    got = sorted(tuple(map(tuple, (b[c][i] for c in columns))) for b in batches for i in range(len(b["input_ids"])))
+    # The same instances, made in-process from the same seed and settings (the script is deterministic).
+    opts = pd.PretrainOptions(max_seq_length=seq, max_predictions_per_seq=10, dupe_factor=1)
+    instances = pd.create_training_instances([list(d) for d in wikitext_docs], opts,
+                                             pd.VocabInfo.from_vocab(en_tok.vocab), random.Random(3), progress=False)
+    rows = [pd.instance_to_row(inst, opts) for inst in instances]
+    assert len(got) == count == len(rows) > 1000
+    assert got == sorted(tuple(tuple(r[c]) for c in columns) for r in rows)
+    assert any(vocab_id == en_tok.vocab["[MASK]"] for row in got for vocab_id in row[0])  # MLM-corrupted GD data

@@ -106,3 +106,53 @@ def test_tensorflow_reads_our_tfrecord(tmp_path):
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got == [{"input_ids": r["input_ids"], "label_ids": [r["label_ids"]], "tags": r["tags"]}
                    for r in _rows(5)]
+
+
+def test_decodes_unpacked_ints_and_float_features(tmp_path):
+    """Protobuf readers must accept repeated ints unpacked as well as packed, and keep float/bytes features
+    (Google's masked_lm_weights are a FloatList) instead of returning them empty."""
+    import struct
+
+    from src.records import _field, _tfrecord_frame, _varint
+
+    unpacked = b"".join(_varint(1 << 3) + _varint(v & 0xFFFFFFFFFFFFFFFF) for v in (5, -2, 300))  # wire type 0
+    floats = _field(1, struct.pack("<3f", 1.0, 0.5, 0.0))  # packed fixed32
+    raw_bytes = _field(1, b"abc")
+
+    def entry(name, feature):
+        return _field(1, _field(1, name.encode()) + _field(2, feature))
+
+    example = _field(1, entry("ids", _field(3, unpacked)) + entry("w", _field(2, floats))
+                     + entry("s", _field(1, raw_bytes)))
+    path = tmp_path / "x.tfrecord"
+    path.write_bytes(_tfrecord_frame(example))
+    assert list(iter_tfrecord(str(path))) == [{"ids": [5, -2, 300], "w": [1.0, 0.5, 0.0], "s": [b"abc"]}]
+
+
+def test_rewriting_with_fewer_shards_removes_the_stale_ones(tmp_path):
+    """Stale shards of an earlier run would be picked up by a glob like train.mindrecord* and mixed in."""
+    def data_files(fmt):
+        return sorted(n for n in os.listdir(tmp_path) if fmt in n and not n.endswith((".db", ".json")))
+
+    for fmt in ("mindrecord", "tfrecord"):
+        out = str(tmp_path / f"d.{fmt}")
+        write_records(_rows(8), out, COLUMNS, fmt=fmt, num_shards=4)
+        (tmp_path / f"d.{fmt}7").write_text("not written by write_records")
+        files = write_records(_rows(8), out, COLUMNS, fmt=fmt, num_shards=2)
+        assert data_files(fmt) == sorted([os.path.basename(f) for f in files] + [f"d.{fmt}7"])
+        (single,) = write_records(_rows(3), out, COLUMNS, fmt=fmt, num_shards=1)
+        assert data_files(fmt) == sorted([os.path.basename(single), f"d.{fmt}7"])
+        schemas = sorted(n for n in os.listdir(tmp_path) if fmt in n and n.endswith(".json"))
+        assert schemas == [f"d.{fmt}.schema.json"]
+    assert sorted(n for n in os.listdir(tmp_path) if n.endswith(".db")) == ["d.mindrecord.db"]
+
+
+def test_non_integer_values_are_rejected_not_truncated(tmp_path):
+    out = str(tmp_path / "d.tfrecord")
+    for bad in (1.5, "2", None):
+        with pytest.raises(ValueError, match=r"row 1: column 'label_ids' holds non-integer values"):
+            write_records(_rows(1) + [dict(_rows(1)[0], label_ids=bad)], out, COLUMNS, fmt="tfrecord")
+    with pytest.raises(ValueError, match=r"row 0: column 'input_ids' holds non-integer values"):
+        write_records([dict(_rows(1)[0], input_ids=[[1, 2], [3]])], out, COLUMNS, fmt="tfrecord")
+    (path,) = write_records([dict(_rows(1)[0], label_ids=2.0)], out, COLUMNS, fmt="tfrecord")  # integral float
+    assert next(iter_tfrecord(path))["label_ids"] == [2]

@@ -152,6 +152,7 @@ def test_dev_with_different_computed_labels_is_refused(tmp_path):
     s = convert_task_data("label_text", str(tmp_path / "train.txt"), str(out / "train.mindrecord"), EN_VOCAB, 8)
     with pytest.raises(ValueError, match="already holds a different label list.*--label_map"):
         convert_task_data("label_text", str(tmp_path / "dev.txt"), str(out / "dev.mindrecord"), EN_VOCAB, 8)
+    assert not os.path.exists(out / "dev.mindrecord")  # refused before writing records with the wrong label ids
     d = convert_task_data("label_text", str(tmp_path / "dev.txt"), str(out / "dev.mindrecord"), EN_VOCAB, 8,
                           label_map=s.labels_file)
     assert _read_all(d.files, 8)["label_ids"].tolist() == [1]
@@ -179,3 +180,53 @@ def test_pair_encoding_is_the_tokenizers_and_reports_truncation():
     assert row["input_ids"] == tok.convert_tokens_to_ids(
         ["[CLS]", "one", "two", "three", "four", "[SEP]", "six", "seven", "eight", "[SEP]"])
     assert encode_pair(tok, a, None, 10)[1] is False
+
+
+def test_non_utf8_rows_name_file_and_line_and_can_be_skipped(tmp_path):
+    """A byte that is not UTF-8 used to escape as a bare UnicodeDecodeError without file or line."""
+    tsv = tmp_path / "in.txt"
+    tsv.write_bytes(b"sentence\tlabel\ngood\t1\ncaf\xe9\t0\nfine\t0\n")
+    with pytest.raises(BadRowError, match=r"in\.txt:3: not UTF-8 text"):
+        convert_task_data("sst2", str(tsv), str(tmp_path / "o" / "d.tfrecord"), EN_VOCAB, 8, fmt="tfrecord")
+    s = convert_task_data("sst2", str(tsv), str(tmp_path / "o" / "d.tfrecord"), EN_VOCAB, 8, fmt="tfrecord",
+                          skip_bad_rows=True)
+    assert s.rows_written == 2 and len(s.skipped) == 1 and ":3: not UTF-8" in s.skipped[0]
+    jsonl = tmp_path / "in.json"
+    jsonl.write_bytes(b'{"label": 100, "sentence": "a"}\n{"label": 100, "sentence": "\xff"}\n')
+    with pytest.raises(BadRowError, match=r"in\.json:2: not UTF-8 text"):
+        convert_task_data("tnews", str(jsonl), str(tmp_path / "t" / "d.tfrecord"), ZH_VOCAB, 8, fmt="tfrecord")
+
+
+def test_one_tsv_reader_for_converters_and_augmentation(tmp_path):
+    """task_data and augment read TSV lines the same way: tabs only, quotes kept, CRLF, BOM, no size limit."""
+    from src import augment
+    from src.task_data import read_tsv_lines
+
+    long_text = "word " * 40000  # 200,000 characters: over the csv module's default field size limit
+    path = tmp_path / "x.tsv"
+    path.write_bytes(("\ufeffsentence\tlabel\r\n" + 'he said "hi\t1\r\n' + f"{long_text}\t0\n").encode("utf-8"))
+    lines = list(read_tsv_lines(str(path)))
+    assert lines == [(1, ["sentence", "label"]), (2, ['he said "hi', "1"]), (3, [long_text, "0"])]
+    assert list(augment.read_rows(str(path))) == lines[1:]
+    summary = convert_task_data("sst2", str(path), str(tmp_path / "o" / "d.tfrecord"), EN_VOCAB, 8, fmt="tfrecord")
+    assert summary.rows_written == 2 and summary.truncated == 1
+
+
+def test_cluener_row_with_empty_text_is_kept(tmp_path):
+    src = tmp_path / "ner.json"
+    src.write_text('{"text": "ab", "label": {"x": {"a": [[0, 0]]}}}\n{"text": "", "label": {}}\n', encoding="utf-8")
+    summary = convert_task_data("cluener", str(src), str(tmp_path / "o" / "d.tfrecord"), ZH_VOCAB, 8,
+                                fmt="tfrecord")
+    assert summary.rows_written == 2 and not summary.skipped
+
+
+def test_broken_label_map_names_the_file(tmp_path):
+    from src.task_data import load_label_map
+
+    bad = tmp_path / "labels.json"
+    bad.write_text('{"labels": ["a", "b"]', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"labels\.json:1: invalid JSON"):
+        load_label_map(str(bad))
+    bad.write_text('["a", "b"]', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"labels\.json: key 'labels' missing"):
+        load_label_map(str(bad))

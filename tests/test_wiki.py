@@ -86,6 +86,7 @@ def test_missing_and_broken_dumps(tmp_path):
     with pytest.raises(RuntimeError, match=r"wikiextractor failed on .*broken.xml.bz2 \(exit code"):
         wiki_to_text(str(broken), str(tmp_path / "out.txt"))
     assert not os.path.exists(tmp_path / "out.txt")
+    assert not os.path.exists(tmp_path / "out.txt.partial")  # no half-written leftover either
 
 
 @pytest.mark.parametrize("text, expected", [
