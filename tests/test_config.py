@@ -24,7 +24,8 @@ def write(tmp_path, text, name="cfg.yaml"):
 
 def test_repo_has_the_expected_config_files():
     names = sorted(os.path.relpath(p, ROOT) for p in REPO_YAMLS)
-    assert names == ["gd_config.yaml"] + [f"td_config/{t}.yaml" for t in ("cluener", "mnli", "qnli", "sst2", "tnews")]
+    tasks = ("cluener", "mnli", "qnli", "sst2", "sst2_minilm", "tnews")
+    assert names == ["gd_config.yaml"] + [f"td_config/{t}.yaml" for t in tasks]
 
 
 @pytest.mark.parametrize("path", REPO_YAMLS, ids=lambda p: os.path.relpath(p, ROOT))

@@ -30,9 +30,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #   1.6e-6 (trained tiny token head), 6.0e-6 on the real all-MiniLM-L6-v2 encoder output (|values| <= 5.8),
 #   where the tanh approximation would differ by 3.8e-3. The same size of difference appears with relu or
 #   gelu_tanh models (no Erf at all): it is float32 rounding in the other ops (LayerNorm is decomposed
-#   into ReduceMean/Sqrt/Div in ONNX), not the GELU. Asserted with about 3x margin.
+#   into ReduceMean/Sqrt/Div in ONNX), not the GELU. The CI machine (another x86 CPU, other kernels)
+#   measured 2.1e-5 on a trained tiny head with |logits| <= 3. Asserted with about 3x margin over that.
 MINDIR_BOUND = 1e-5
-ONNX_BOUND = 2e-5
+ONNX_BOUND = 6e-5
 CLS, SEP = 2, 3
 
 
@@ -253,7 +254,7 @@ def test_real_minilm_encoder_through_onnx(minilm_dir, tmp_path):
           f"max |value| = {np.abs(expected).max():.2f}")
     assert np.abs(expected).max() > 2.0
     assert diff <= ONNX_BOUND
-    assert tanh_diff > 50 * ONNX_BOUND  # the check would catch a tanh substitution
+    assert tanh_diff > 25 * ONNX_BOUND  # the check would catch a tanh substitution
 
 
 # ---- runners -------------------------------------------------------------------------------------
