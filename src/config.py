@@ -128,9 +128,11 @@ class CheckpointConfig:
     # The teacher: a .ckpt file or a finished run directory. TD: empty = OUT/teacher, the fine-tuned teacher.
     teacher: str = field(default="", metadata={"path": True})
     student: str = field(default="", metadata={"path": True})  # a .ckpt file or a finished run directory
-    # How the student starts when `student` is empty: "random", or "teacher_lower_layers" (embeddings, the first
-    # student.num_hidden_layers teacher layers and the pooler; needs the teacher's width and head count).
-    student_init: Literal["random", "teacher_lower_layers"] = "random"
+    # How the student starts when `student` is empty: "random"; "teacher_lower_layers" (the teacher's embeddings,
+    # its first student.num_hidden_layers layers, pooler and, in TD, classifier); or "teacher_mapped_layers" (the
+    # same, but each student layer gets the teacher layer distill.layer_map pairs it with, e.g. 2, 4, 6 of 6).
+    # Both need the teacher's width, head count and intermediate size.
+    student_init: Literal["random", "teacher_lower_layers", "teacher_mapped_layers"] = "random"
 
 
 @dataclass(frozen=True)

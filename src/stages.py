@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from mindspore import nn
 
@@ -85,27 +85,67 @@ def load_network(path: str, role: str, expected: BertConfig, head: str, **head_k
     return ckpt.load_model(path, head=head, **head_kwargs)
 
 
-def copy_lower_layers(student: nn.Cell, teacher: nn.Cell) -> None:
-    """Initialise the student from the teacher's embeddings, first layers and pooler (same width and heads)."""
+STUDENT_INITS = ("random", "teacher_lower_layers", "teacher_mapped_layers")
+
+
+def init_layer_sources(mode: str, student_layers: int, teacher_layers: int,
+                       pairs: Sequence[Tuple[int, int]]) -> List[int]:
+    """0-based teacher encoder layer copied into each 0-based student layer.
+
+    teacher_lower_layers: student layer i <- teacher layer i (DistilBERT-style truncation).
+    teacher_mapped_layers: student layer i <- the teacher layer the layer map pairs it with, so the start is
+    consistent with what the intermediate losses ask of it (6 -> 3 uniform: teacher layers 2, 4, 6, 1-based).
+    """
+    if mode == "teacher_lower_layers":
+        return list(range(student_layers))
+    if mode != "teacher_mapped_layers":
+        raise ConfigError(f"checkpoint.student_init: {mode!r}; expected one of {', '.join(STUDENT_INITS)}")
+    mapped = {s: t for s, t in pairs}
+    missing = [s for s in range(1, student_layers + 1) if s not in mapped or mapped[s] < 1]
+    if missing:
+        raise ConfigError(f"checkpoint.student_init=teacher_mapped_layers: distill.layer_map pairs no teacher "
+                          f"encoder layer with student layer(s) {missing} (1-based)")
+    return [mapped[s] - 1 for s in range(1, student_layers + 1)]
+
+
+def copy_teacher_layers(student: nn.Cell, teacher: nn.Cell, mode: str,
+                        pairs: Sequence[Tuple[int, int]] = ()) -> List[int]:
+    """Initialise the student from the teacher: embeddings, chosen encoder layers, pooler, and the task head when
+    both have the same one (a fine-tuned teacher's classifier is a far better start than a random one).
+
+    Needs the teacher's width, head count and intermediate size. Returns the 0-based teacher layers copied.
+    """
     s_cfg, t_cfg = student.config, teacher.config
     for key in ("hidden_size", "num_attention_heads", "intermediate_size", "vocab_size"):
         if getattr(s_cfg, key) != getattr(t_cfg, key):
-            raise ConfigError(f"checkpoint.student_init=teacher_lower_layers needs student.{key} == teacher.{key} "
+            raise ConfigError(f"checkpoint.student_init={mode} needs student.{key} == teacher.{key} "
                               f"({getattr(s_cfg, key)} vs {getattr(t_cfg, key)})")
     if s_cfg.num_hidden_layers > t_cfg.num_hidden_layers:
-        raise ConfigError("checkpoint.student_init=teacher_lower_layers: the student is deeper than the teacher")
+        raise ConfigError(f"checkpoint.student_init={mode}: the student is deeper than the teacher")
+    sources = init_layer_sources(mode, s_cfg.num_hidden_layers, t_cfg.num_hidden_layers, pairs)
     teacher_params = dict(ckpt.named_parameters(teacher))
-    params = {}
-    for name, _ in ckpt.named_parameters(student):
+    prefix = "encoder.layer."
+    params, head = {}, []
+    for name, param in ckpt.named_parameters(student):
         key = name[len("bert."):] if name.startswith("bert.") else name
-        if key.startswith(("embeddings.", "encoder.", "pooler.")):
-            source = name if name in teacher_params else None
-            if source is None:
-                raise ConfigError(f"teacher has no parameter {name} to copy into the student")
-            params[name] = teacher_params[source].asnumpy()
-    ckpt.load_params(student, params, "teacher lower layers", allow_missing=("classifier.*",))
-    logger.info("student initialised from the teacher's embeddings, layers 0-%d and pooler",
-                s_cfg.num_hidden_layers - 1)
+        source = name
+        if key.startswith(prefix):
+            index, rest = key[len(prefix):].split(".", 1)
+            source = name.replace(f"{prefix}{index}.", f"{prefix}{sources[int(index)]}.", 1)
+        elif not key.startswith(("embeddings.", "pooler.")):
+            head.append(name)  # classifier: copied below when the teacher has the same head
+            continue
+        if source not in teacher_params:
+            raise ConfigError(f"teacher has no parameter {source} to copy into the student's {name}")
+        params[name] = teacher_params[source].asnumpy()
+    copied_head = bool(head) and all(n in teacher_params and teacher_params[n].shape == p.shape
+                                     for n, p in ckpt.named_parameters(student) if n in head)
+    if copied_head:
+        params.update({n: teacher_params[n].asnumpy() for n in head})
+    ckpt.load_params(student, params, f"teacher ({mode})", allow_missing=() if copied_head else ("classifier.*",))
+    logger.info("student initialised from the teacher's embeddings, encoder layers %s (1-based), pooler%s",
+                [i + 1 for i in sources], " and classifier" if copied_head else "")
+    return sources
 
 
 def _fit_dense_beside(student_ckpt: str) -> Optional[str]:
@@ -135,7 +175,11 @@ def run_general_distill(cfg: GDConfig, runtime: Runtime, overwrite: bool = False
         started["student"] = _source(student_path)
     else:
         student = build_model(cfg.student, "backbone")
-        started["student"] = {"init": "random", "seed": cfg.run.seed}
+        if cfg.checkpoint.student_init == "random":
+            started["student"] = {"init": "random", "seed": cfg.run.seed}
+        else:
+            sources = copy_teacher_layers(student, teacher, cfg.checkpoint.student_init, pairs)
+            started["student"] = {"init": cfg.checkpoint.student_init, "teacher_layers": [i + 1 for i in sources]}
     fit_dense = build_fit_dense(cfg.student, cfg.teacher, pairs, cfg.distill.fit_dense)
     if cfg.checkpoint.student and _fit_dense_beside(student_path):
         load_fit_dense(fit_dense, _fit_dense_beside(student_path))
@@ -222,11 +266,12 @@ def _initial_student(cfg: TDConfig, teacher_for_init: Optional[nn.Cell]) -> Tupl
         path = resolve_stage_checkpoint(cfg.checkpoint.student, "last")
         return load_network(path, "student", cfg.student, head, **kwargs), _source(path), path
     student = build_model(cfg.student, head, **kwargs)
-    if cfg.checkpoint.student_init == "teacher_lower_layers":
+    if cfg.checkpoint.student_init != "random":
         if teacher_for_init is None:
-            raise ConfigError("checkpoint.student_init=teacher_lower_layers needs checkpoint.teacher")
-        copy_lower_layers(student, teacher_for_init)
-        return student, {"init": "teacher_lower_layers"}, None
+            raise ConfigError(f"checkpoint.student_init={cfg.checkpoint.student_init} needs checkpoint.teacher")
+        pairs = resolve_layer_map(cfg.distill.layer_map, cfg.teacher.num_hidden_layers, cfg.student.num_hidden_layers)
+        sources = copy_teacher_layers(student, teacher_for_init, cfg.checkpoint.student_init, pairs)
+        return student, {"init": cfg.checkpoint.student_init, "teacher_layers": [i + 1 for i in sources]}, None
     return student, {"init": "random", "seed": cfg.run.seed}, None
 
 
@@ -251,7 +296,7 @@ def run_finetune(cfg: TDConfig, runtime: Runtime, target: str = "teacher", overw
     elif target == "student":
         init_teacher = None
         started = {}
-        if cfg.checkpoint.student_init == "teacher_lower_layers" and not cfg.checkpoint.student:
+        if cfg.checkpoint.student_init != "random" and not cfg.checkpoint.student:
             init_teacher, teacher_path = _teacher(cfg)  # the same start as the distilled student
             config["teacher_sha256"] = _sha(teacher_path)
             started["teacher"] = _source(teacher_path)

@@ -1,4 +1,6 @@
 """Distillation stages on tiny configs: losses fall, every trained parameter gets a gradient, the teacher is frozen."""
+import dataclasses
+import re
 import numpy as np
 import mindspore as ms
 import pytest
@@ -166,3 +168,37 @@ def test_learning_rate_schedule_and_groups():
     assert all("LayerNorm" in n or n.endswith("bias") for n in no_decay)
     assert not any("LayerNorm" in n or n.endswith("bias") for n in decay)
     assert groups[0]["weight_decay"] == 0.01 and groups[1]["weight_decay"] == 0.0
+
+
+# ---- student initialisation from the teacher --------------------------------------------------------
+def _named(net):
+    from src.checkpoint import named_parameters
+    return {n: p.asnumpy() for n, p in named_parameters(net)}
+
+
+@pytest.mark.parametrize("mode, expected", [("teacher_lower_layers", [0, 1]), ("teacher_mapped_layers", [1, 3])])
+def test_student_init_copies_the_chosen_teacher_layers(tiny_config, mode, expected):
+    from src.stages import copy_teacher_layers
+    ms.set_seed(3)
+    teacher = BertForSequenceClassification(dataclasses.replace(tiny_config, num_hidden_layers=4), 3)
+    student = BertForSequenceClassification(tiny_config, 3)
+    pairs = resolve_layer_map("uniform", 4, 2)  # student 1 <- teacher 2, student 2 <- teacher 4 (1-based)
+    assert copy_teacher_layers(student, teacher, mode, pairs) == expected
+    t, s = _named(teacher), _named(student)
+    for name, value in s.items():
+        source = re.sub(r"encoder\.layer\.(\d+)\.", lambda m: f"encoder.layer.{expected[int(m.group(1))]}.", name)
+        np.testing.assert_array_equal(value, t[source], err_msg=f"{name} <- {source}")
+    # The classifier came from the teacher too, and the layers really differ (the check above is not vacuous).
+    assert any("classifier" in n for n in s)
+    assert not np.array_equal(t["bert.encoder.layer.0.output.dense.weight"], t["bert.encoder.layer.1.output.dense.weight"])
+
+
+def test_student_init_refuses_other_widths_and_unmapped_layers(tiny_config):
+    from src.config import ConfigError
+    from src.stages import copy_teacher_layers
+    teacher = BertModel(dataclasses.replace(tiny_config, num_hidden_layers=4))
+    with pytest.raises(ConfigError, match="student.hidden_size == teacher.hidden_size"):
+        copy_teacher_layers(BertModel(dataclasses.replace(tiny_config, hidden_size=16)), teacher,
+                            "teacher_mapped_layers", resolve_layer_map("uniform", 4, 2))
+    with pytest.raises(ConfigError, match=r"student layer\(s\) \[2\]"):
+        copy_teacher_layers(BertModel(tiny_config), teacher, "teacher_mapped_layers", ((0, 0), (1, 2)))
