@@ -22,10 +22,11 @@ def main(argv=None) -> int:
     add_common_flags(parser)
     args, overrides = parser.parse_known_args(argv)
     cfg, runtime = load_for_run(args, overrides, "gd")
+    from src import runtime as rt  # pylint: disable=import-outside-toplevel
     from src.modelarts import ModelArtsSync  # pylint: disable=import-outside-toplevel
     from src.stages import run_general_distill  # pylint: disable=import-outside-toplevel
 
-    with ModelArtsSync(cfg.run):
+    with ModelArtsSync(cfg.run), rt.profiling(cfg.run, runtime.rank):
         manifest = run_general_distill(cfg, runtime, overwrite=args.overwrite, stop_after_steps=args.stop_after_steps,
                                        progress=not args.no_progress)
     return finish(cfg.run.output_dir, manifest, runtime)

@@ -39,12 +39,13 @@ def main(argv=None) -> int:
                  "launch it without msrun/mpirun/rank table")
     from src import stages  # pylint: disable=import-outside-toplevel
     from src.config import ConfigError  # pylint: disable=import-outside-toplevel
+    from src import runtime as rt  # pylint: disable=import-outside-toplevel
     from src.modelarts import ModelArtsSync  # pylint: disable=import-outside-toplevel
 
     common = dict(overwrite=args.overwrite, stop_after_steps=args.stop_after_steps, progress=not args.no_progress)
     dirs = stages.stage_dirs(cfg)
     try:
-        with ModelArtsSync(cfg.run):
+        with ModelArtsSync(cfg.run), rt.profiling(cfg.run, runtime.rank):
             if args.phase == "eval":
                 result = stages.run_eval(cfg, args.checkpoint or dirs["phase2"])
                 print(json.dumps(result, indent=2))

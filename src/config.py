@@ -43,17 +43,17 @@ def _bounded(default: Any, **bounds: float) -> Any:
 class BertConfig:
     """Architecture of one BERT encoder; the teacher and the student are both a BertConfig."""
 
-    vocab_size: int = _bounded(30522, gt=0)
-    hidden_size: int = _bounded(768, gt=0)
-    num_hidden_layers: int = _bounded(12, gt=0)
-    num_attention_heads: int = _bounded(12, gt=0)
-    intermediate_size: int = _bounded(3072, gt=0)
+    vocab_size: int = _bounded(30522, gt=0)  # WordPiece vocabulary size (21128 for Chinese BERT)
+    hidden_size: int = _bounded(768, gt=0)  # width of every layer
+    num_hidden_layers: int = _bounded(12, gt=0)  # encoder layers
+    num_attention_heads: int = _bounded(12, gt=0)  # must divide hidden_size
+    intermediate_size: int = _bounded(3072, gt=0)  # feed-forward width
     hidden_act: Literal["gelu", "gelu_tanh", "relu"] = "gelu"  # gelu = exact erf form, as BERT
-    hidden_dropout_prob: float = _bounded(0.1, ge=0.0, lt=1.0)
-    attention_probs_dropout_prob: float = _bounded(0.1, ge=0.0, lt=1.0)
-    max_position_embeddings: int = _bounded(512, gt=0)
-    type_vocab_size: int = _bounded(2, gt=0)
-    initializer_range: float = _bounded(0.02, gt=0.0)
+    hidden_dropout_prob: float = _bounded(0.1, ge=0.0, lt=1.0)  # dropout on embeddings and sublayer outputs
+    attention_probs_dropout_prob: float = _bounded(0.1, ge=0.0, lt=1.0)  # dropout on attention probabilities
+    max_position_embeddings: int = _bounded(512, gt=0)  # longest input; data.seq_length may not exceed it
+    type_vocab_size: int = _bounded(2, gt=0)  # segment ids (sentence A / B)
+    initializer_range: float = _bounded(0.02, gt=0.0)  # std of the truncated-normal weight init
     layer_norm_eps: float = _bounded(1e-12, gt=0.0)  # Google/HF BERT value; MindSpore's LayerNorm default (1e-7) differs
 
     def validate(self, where: str) -> None:
@@ -106,17 +106,17 @@ def bert_preset(name: str, **overrides: Any) -> BertConfig:
 class RunConfig:
     """Where and how a command runs."""
 
-    device_target: Literal["CPU", "GPU", "Ascend"] = "CPU"
-    device_id: int = _bounded(0, ge=0)
-    mode: Literal["graph", "pynative"] = "graph"
+    device_target: Literal["CPU", "GPU", "Ascend"] = "CPU"  # MindSpore device
+    device_id: int = _bounded(0, ge=0)  # device index (DEVICE_ID in the environment wins)
+    mode: Literal["graph", "pynative"] = "graph"  # GRAPH_MODE (compiled, default) or PYNATIVE_MODE
     seed: int = 1  # weight init and dropout (mindspore.set_seed)
     data_seed: int = 2  # shuffling (mindspore.dataset.config.set_seed)
-    output_dir: str = field(default="runs", metadata={"path": True})
+    output_dir: str = field(default="runs", metadata={"path": True})  # run directories go here
     enable_modelarts: bool = False  # moxing is imported only when this is true
-    data_url: str = ""
-    train_url: str = ""
-    checkpoint_url: str = ""
-    enable_profiling: bool = False
+    data_url: str = ""  # ModelArts: OBS folder copied to the local data cache
+    train_url: str = ""  # ModelArts: OBS folder the outputs are copied to
+    checkpoint_url: str = ""  # ModelArts: OBS folder of the teacher/student checkpoints
+    enable_profiling: bool = False  # MindSpore profiler -> OUTPUT_DIR/profile/rank_R
 
 
 @dataclass(frozen=True)
@@ -139,43 +139,46 @@ class CheckpointConfig:
 class DataConfig:
     """Records for one stage. Files are explicit paths or glob patterns, never 'every file in a folder'."""
 
-    train_files: Tuple[str, ...] = field(default=(), metadata={"path": True})
-    eval_files: Tuple[str, ...] = field(default=(), metadata={"path": True})
-    dataset_type: Literal["mindrecord", "tfrecord"] = "mindrecord"
-    schema_file: str = field(default="", metadata={"path": True})
-    vocab_file: str = field(default="", metadata={"path": True})
-    seq_length: int = _bounded(128, ge=2)  # at least [CLS] and [SEP]
-    shuffle: bool = True
+    train_files: Tuple[str, ...] = field(default=(), metadata={"path": True})  # training records: paths or globs
+    eval_files: Tuple[str, ...] = field(default=(), metadata={"path": True})  # one eval set per entry
+    dataset_type: Literal["mindrecord", "tfrecord"] = "mindrecord"  # record format of every file
+    schema_file: str = field(default="", metadata={"path": True})  # TFRecord schema (default: FILE.schema.json)
+    seq_length: int = _bounded(128, ge=2)  # tokens per row, as in the records (>= 2: [CLS] and [SEP])
+    shuffle: bool = True  # shuffle training rows (seeded by run.data_seed + epoch)
+    # Length bucketing for training and evaluation: each batch holds rows of similar length and is padded only
+    # to the smallest of these lengths that fits them (seq_length is always the last bucket), instead of to
+    # seq_length. Every length is one more compiled graph shape. Empty: every batch is seq_length long.
+    bucket_boundaries: Tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
 class LossScaleConfig:
     """Dynamic loss scaling: halve on overflow (the step is skipped), double after `window` clean steps."""
 
-    init: float = _bounded(65536.0, ge=1.0)
-    factor: float = _bounded(2.0, gt=1.0)
-    window: int = _bounded(1000, gt=0)
+    init: float = _bounded(65536.0, ge=1.0)  # initial loss scale
+    factor: float = _bounded(2.0, gt=1.0)  # divide on overflow / multiply after `window` clean steps
+    window: int = _bounded(1000, gt=0)  # clean steps before the scale grows
 
 
 @dataclass(frozen=True)
 class StageConfig:
     """Optimisation of one training stage (GD, TD phase 1, TD phase 2, teacher fine-tuning)."""
 
-    batch_size: int = _bounded(32, gt=0)
-    epochs: float = _bounded(3.0, gt=0.0)
-    lr: float = _bounded(5e-5, gt=0.0)
-    end_lr: float = _bounded(0.0, ge=0.0)
-    power: float = _bounded(1.0, gt=0.0)
-    warmup_ratio: float = _bounded(0.1, ge=0.0, le=1.0)
-    weight_decay: float = _bounded(1e-4, ge=0.0)
-    adam_eps: float = _bounded(1e-6, gt=0.0)
+    batch_size: int = _bounded(32, gt=0)  # rows per step (per device)
+    epochs: float = _bounded(3.0, gt=0.0)  # fractions allowed (0.5 = half the data)
+    lr: float = _bounded(5e-5, gt=0.0)  # peak learning rate (after warm-up)
+    end_lr: float = _bounded(0.0, ge=0.0)  # learning rate at the last step
+    power: float = _bounded(1.0, gt=0.0)  # polynomial decay power (1 = linear)
+    warmup_ratio: float = _bounded(0.1, ge=0.0, le=1.0)  # share of steps with linear warm-up
+    weight_decay: float = _bounded(1e-4, ge=0.0)  # AdamWeightDecay (not on decay_filter parameters)
+    adam_eps: float = _bounded(1e-6, gt=0.0)  # Adam epsilon
     decay_filter: Tuple[str, ...] = ("layernorm", "bias")  # parameters whose name contains one: no decay
-    loss_scale: LossScaleConfig = LossScaleConfig()
-    max_grad_norm: float = _bounded(1.0, gt=0.0)
-    clip_mode: Literal["global", "per_tensor"] = "global"
-    log_steps: int = _bounded(10, gt=0)
-    save_steps: int = _bounded(100, gt=0)
-    keep_checkpoints: int = _bounded(1, gt=0)
+    loss_scale: LossScaleConfig = LossScaleConfig()  # dynamic loss scaling (init, factor, window)
+    max_grad_norm: float = _bounded(1.0, gt=0.0)  # gradient clipping threshold
+    clip_mode: Literal["global", "per_tensor"] = "global"  # global norm, or per tensor like the reference
+    log_steps: int = _bounded(10, gt=0)  # log line and metrics.jsonl row every N steps
+    save_steps: int = _bounded(100, gt=0)  # last.ckpt + state.ckpt every N steps (and at the end)
+    keep_checkpoints: int = _bounded(1, gt=0)  # >1: also keep the student of the last N saves in checkpoints/
 
 
 @dataclass(frozen=True)
@@ -185,24 +188,24 @@ class DistillConfig:
     # "uniform" (student layer i <- teacher layer i*g) or explicit [student, teacher] pairs, 0 = embeddings.
     layer_map: Union[Literal["uniform"], Tuple[Tuple[int, int], ...]] = "uniform"
     reference_parity: bool = False  # reproduce the original's unmasked attention MSE exactly
-    fit_dense: Literal["shared", "per_layer"] = "shared"
-    attention_weight: float = _bounded(1.0, ge=0.0)
-    hidden_weight: float = _bounded(1.0, ge=0.0)
-    embedding_weight: float = _bounded(1.0, ge=0.0)
-    temperature: float = _bounded(1.0, gt=0.0)
+    fit_dense: Literal["shared", "per_layer"] = "shared"  # student->teacher hidden projection(s)
+    attention_weight: float = _bounded(1.0, ge=0.0)  # weight of the attention-score MSE
+    hidden_weight: float = _bounded(1.0, ge=0.0)  # weight of the hidden-state MSE
+    embedding_weight: float = _bounded(1.0, ge=0.0)  # weight of the embedding MSE (layer 0)
+    temperature: float = _bounded(1.0, gt=0.0)  # soft cross-entropy temperature T (phase 2)
     temperature_squared: bool = False  # multiply the soft cross-entropy by T^2 (Hinton et al.)
-    hard_label_weight: float = _bounded(0.0, ge=0.0)
+    hard_label_weight: float = _bounded(0.0, ge=0.0)  # phase 2: + weight x cross-entropy on the labels
 
 
 @dataclass(frozen=True)
 class TaskConfig:
     """The downstream task of task distillation."""
 
-    name: str = ""
-    type: Literal["classification", "ner", "regression"] = "classification"
-    num_labels: int = _bounded(2, gt=0)
+    name: str = ""  # task name (SST-2, MNLI, ...), for logs
+    type: Literal["classification", "ner", "regression"] = "classification"  # head and loss
+    num_labels: int = _bounded(2, gt=0)  # classes (tags for NER)
     labels: Tuple[str, ...] = ()  # label order; pinned for MNLI because teachers differ
-    metric: Literal["accuracy", "f1", "entity_f1", "pearson"] = "accuracy"
+    metric: Literal["accuracy", "f1", "entity_f1", "pearson"] = "accuracy"  # selects best.ckpt
     pooled_activation: Literal["relu", "none"] = "relu"  # TinyBERT applies ReLU to the pooled output
 
 
@@ -220,7 +223,9 @@ class TDPhases:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    batch_size: int = _bounded(32, gt=0)
+    """Evaluation during task distillation."""
+
+    batch_size: int = _bounded(32, gt=0)  # rows per eval batch (the last partial batch is kept)
     eval_steps: int = _bounded(0, ge=0)  # also evaluate every K steps (0: after each epoch only)
 
 
@@ -274,6 +279,10 @@ def _validate_models(cfg: Any, where: str) -> None:
             raise ConfigError(
                 f"{where}: data.seq_length: got {seq}; allowed: at most {role}.max_position_embeddings "
                 f"({limit})")
+    bad = [b for b in cfg.data.bucket_boundaries if not 2 <= b <= seq]
+    if bad:
+        raise ConfigError(f"{where}: data.bucket_boundaries: {list(cfg.data.bucket_boundaries)}; every length must be "
+                          f"in [2, data.seq_length={seq}] (got {bad})")
     if cfg.teacher.vocab_size != cfg.student.vocab_size:
         raise ConfigError(
             f"{where}: teacher.vocab_size ({cfg.teacher.vocab_size}) != student.vocab_size "

@@ -9,10 +9,11 @@ reference's `rank = device_id % device_num` (one node only) is not.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
-from typing import NamedTuple
+from typing import Dict, List, NamedTuple
 
 import mindspore as ms
 
@@ -69,6 +70,52 @@ def setup(run: RunConfig) -> Runtime:
     # Same seed on every rank: the student starts identical everywhere (nothing is broadcast).
     ms.set_seed(run.seed)
     return Runtime(rank, world, run.device_target, graph)
+
+
+@contextlib.contextmanager
+def profiling(run: RunConfig, rank: int = 0):
+    """run.enable_profiling: the MindSpore profiler around the block, written to OUTPUT_DIR/profile/rank_R.
+
+    On exit the data is analysed (MindSpore's own parser) and the operator types that took the most time are
+    logged (from the profiler's cpu_op_type_info_*.csv on CPU); open the trace_view.json in chrome://tracing.
+    """
+    if not run.enable_profiling:
+        yield None
+        return
+    from mindspore import Profiler  # pylint: disable=import-outside-toplevel
+
+    out = os.path.join(run.output_dir, "profile", f"rank_{rank}")
+    os.makedirs(out, exist_ok=True)
+    profiler = Profiler(output_path=out)
+    logger.info("profiling to %s", out)
+    try:
+        yield profiler
+    finally:
+        profiler.analyse()
+        for line in summarize_op_types(out):
+            logger.info("profile: %s", line)
+
+
+def summarize_op_types(folder: str, top: int = 12) -> List[str]:
+    """'<op type>: <total ms> (<share>%), <calls> calls' lines from the profiler's CPU op-type tables."""
+    import csv  # pylint: disable=import-outside-toplevel
+    import glob  # pylint: disable=import-outside-toplevel
+
+    totals: Dict[str, List[float]] = {}
+    for path in glob.glob(os.path.join(folder, "**", "cpu_op_type_info_*.csv"), recursive=True):
+        with open(path, newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                row = {k.strip().lower(): v for k, v in row.items() if k}
+                name = row.get("op_type")
+                time_key = next((k for k in row if k.startswith("total_compute_time")), None)
+                if not name or time_key is None:
+                    continue
+                entry = totals.setdefault(name, [0.0, 0.0])
+                entry[0] += float(row[time_key] or 0)
+                entry[1] += float(row.get("type_occurrences") or 0)
+    grand = sum(t for t, _ in totals.values()) or 1.0
+    ranked = sorted(totals.items(), key=lambda kv: -kv[1][0])[:top]
+    return [f"{name}: {t:.1f} ms ({100 * t / grand:.1f}%), {int(n)} kernels" for name, (t, n) in ranked]
 
 
 def configure_logging(rank: int = 0, verbose: bool = False) -> None:

@@ -50,6 +50,7 @@ STAGE_KEYS = {
     "teacher": _RUN_KEYS + ["task", "data", "checkpoint.pretrained", "teacher", "td.finetune", "eval"],
     "student_labels": _RUN_KEYS + ["task", "data", "checkpoint", "student", "teacher", "td.finetune", "eval"],
     "phase1": _RUN_KEYS + ["task", "data.train_files", "data.dataset_type", "data.schema_file", "data.seq_length",
+                           "data.bucket_boundaries",
                            "data.shuffle", "checkpoint", "teacher", "student", "distill", "td.phase1"],
     "phase2": _RUN_KEYS + ["task", "data", "checkpoint.teacher", "teacher", "student", "distill", "td.phase2",
                            "eval"],

@@ -138,14 +138,21 @@ class Evaluator:
         dataset = create_tinybert_dataset(list(files), self.columns, self.batch_size, self.data.seq_length,
                                           dataset_type=self.data.dataset_type,
                                           schema_file=self.data.schema_file or None, shuffle=False,
-                                          drop_remainder=False)
+                                          drop_remainder=False,
+                                          bucket_boundaries=list(self.data.bucket_boundaries) or None)
         was_training = self.net.training
         self.net.set_train(False)
         logits, labels = [], []
         try:
             for ids, mask, segments, label in dataset.create_tuple_iterator(num_epochs=1):
-                logits.append(self.net(ids, segments, mask)[0].asnumpy())
-                labels.append(label.asnumpy())
+                batch_logits, batch_labels = self.net(ids, segments, mask)[0].asnumpy(), label.asnumpy()
+                if batch_logits.ndim == 3 and batch_logits.shape[1] < self.data.seq_length:
+                    # token logits of a bucketed batch: pad back to seq_length; padded positions are not scored
+                    pad = self.data.seq_length - batch_logits.shape[1]
+                    batch_logits = np.pad(batch_logits, ((0, 0), (0, pad), (0, 0)))
+                    batch_labels = np.pad(batch_labels, ((0, 0), (0, pad)), constant_values=-1)
+                logits.append(batch_logits)
+                labels.append(batch_labels)
         finally:
             self.net.set_train(was_training)
         return np.concatenate(logits), np.concatenate(labels)
@@ -210,7 +217,8 @@ def _dataset(stage: Stage, epoch: int, skip_batches: int = 0):
                                       stage.data.seq_length, dataset_type=stage.data.dataset_type,
                                       schema_file=stage.data.schema_file or None, shuffle=stage.data.shuffle,
                                       seed=stage.data_seed + epoch, num_shards=stage.world_size,
-                                      shard_id=stage.rank, drop_remainder=True)
+                                      shard_id=stage.rank, drop_remainder=True,
+                                      bucket_boundaries=list(stage.data.bucket_boundaries) or None)
     if skip_batches:
         dataset = dataset.skip(skip_batches)
     return dataset

@@ -206,3 +206,42 @@ def test_task_distillation_pipeline(sst2_records, tmp_path):
     assert result["score"] == pytest.approx(phase2["metrics"]["best"]["score"])
     proc = run([script, "--config", config, "--phase", "both", "--no_progress"], cwd=tmp_path)
     assert proc.stderr.count("finished earlier") == 2
+
+
+def test_length_bucketing_trains_and_scores_like_full_padding(sst2_records, tmp_path):
+    """data.bucket_boundaries: batches padded to their bucket; training runs (graph mode, one compile per bucket)
+    and evaluation gives exactly the score of full-length padding on the same weights."""
+    out = tmp_path / "bucketed"
+    config = td_config(sst2_records, out)
+    script = os.path.join(ROOT, "run_task_distill.py")
+    buckets = "--data.bucket_boundaries=[12,20]"
+    run([script, "--config", config, "--phase", "finetune", "--no_progress", buckets], cwd=tmp_path)
+    manifest = json.loads((out / "teacher" / "manifest.json").read_text())
+    assert manifest["status"] == "finished" and manifest["config"]["data"]["bucket_boundaries"] == [12, 20]
+    rows = [json.loads(l) for l in (out / "teacher" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if r["type"] == "train"]
+    assert losses and all(np.isfinite(losses))
+    assert manifest["metrics"]["best"]["sets"]["dev"]["examples"] == 100
+    scores = {}
+    for extra in ([], [buckets]):
+        proc = run([script, "--config", config, "--phase", "eval", "--checkpoint", str(out / "teacher"), *extra],
+                   cwd=tmp_path)
+        result = json.loads(proc.stdout)
+        assert result["sets"]["dev"]["examples"] == 100
+        scores[bool(extra)] = result["score"]
+    assert scores[True] == scores[False]
+    assert scores[True] == pytest.approx(manifest["metrics"]["best"]["score"])
+    # Bucket lengths outside [2, seq_length] are refused with the key named.
+    proc = run([script, "--config", config, "--phase", "eval", "--checkpoint", str(out / "teacher"),
+                "--data.bucket_boundaries=[12,40]"], cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and "data.bucket_boundaries" in proc.stderr and "seq_length=32" in proc.stderr
+
+
+def test_profiling_writes_a_trace_and_logs_the_costliest_ops(gd_setup, tmp_path):
+    out = tmp_path / "profiled"
+    proc = run([os.path.join(ROOT, "run_general_distill.py"), "--config", gd_config(gd_setup, out, epochs=0.5),
+                "--no_progress", "--run.enable_profiling=true"], cwd=tmp_path)
+    folder = out / "profile" / "rank_0"  # run.output_dir/profile/rank_R
+    traces = list(folder.rglob("trace_view.json")) + list(folder.rglob("cpu_op_type_info_*.csv"))
+    assert traces, sorted(str(p) for p in folder.rglob("*"))[:20]
+    assert "profile: MatMul:" in proc.stderr or "profile: BatchMatMul:" in proc.stderr, proc.stderr[-2000:]
