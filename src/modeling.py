@@ -13,6 +13,8 @@ Python fallback, which stops gradients; `BertModelOutput` and `HeadOutput` are t
 """
 from __future__ import annotations
 
+import contextlib
+
 from typing import NamedTuple, Tuple
 
 import numpy as np
@@ -96,9 +98,36 @@ class LayerNorm(nn.Cell):
         return self.norm(x, self.weight, self.bias)[0]
 
 
+_CPU_GELU = "builtin"
+
+
+def set_cpu_gelu(kind: str) -> None:
+    """How networks built from now on compute exact GELU on CPU: "aot" (src/gelu_aot.py, the same function
+    ~15x faster; training only, never in exported files) or "builtin" (MindSpore's GeLU primitive, the default)."""
+    global _CPU_GELU  # pylint: disable=global-statement
+    if kind not in ("aot", "builtin"):
+        raise ValueError(f"cpu_gelu: got {kind!r}; expected 'aot' or 'builtin'")
+    _CPU_GELU = kind
+
+
+@contextlib.contextmanager
+def cpu_gelu(kind: str):
+    """set_cpu_gelu(kind) for the networks built inside the block, then the previous setting again."""
+    previous = _CPU_GELU
+    set_cpu_gelu(kind)
+    try:
+        yield
+    finally:
+        set_cpu_gelu(previous)
+
+
 def activation(name: str):
     """The feed-forward activation named in BertConfig.hidden_act."""
     if name == "gelu":
+        if _CPU_GELU == "aot":
+            from src.gelu_aot import GeluAOT  # pylint: disable=import-outside-toplevel
+
+            return GeluAOT()  # falls back to the builtin kernel when it cannot be compiled
         return nn.GELU(approximate=False)  # exact erf form, as Google and HF BERT
     if name == "gelu_tanh":
         return nn.GELU(approximate=True)

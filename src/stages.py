@@ -12,6 +12,7 @@ directories (their manifest names the checkpoint: best if the stage evaluated, e
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -21,7 +22,7 @@ from mindspore import nn
 from src import checkpoint as ckpt
 from src.config import BertConfig, ConfigError, GDConfig, TDConfig, resolve_layer_map, to_dict
 from src.distill import DistillLoss, build_fit_dense
-from src.modeling import build_model
+from src.modeling import build_model, cpu_gelu
 from src.runtime import Runtime
 from src.trainer import (FIT_DENSE, Evaluator, Stage, eval_sets_from, load_fit_dense, prepare_run_dir,
                          read_manifest, resolve_stage_checkpoint, run_stage)
@@ -154,9 +155,20 @@ def _fit_dense_beside(student_ckpt: str) -> Optional[str]:
     return path if os.path.isfile(path) else None
 
 
+def _training_kernels(fn):
+    """Networks a training stage builds use the fast exact-GELU kernel on CPU (run.cpu_gelu); the setting is
+    restored afterwards, so evaluation and export in the same process keep MindSpore's GeLU."""
+    @functools.wraps(fn)
+    def wrapped(cfg: Any, runtime: Runtime, *args: Any, **kwargs: Any) -> Dict[str, Any]:
+        with cpu_gelu(cfg.run.cpu_gelu if runtime.device_target == "CPU" else "builtin"):
+            return fn(cfg, runtime, *args, **kwargs)
+    return wrapped
+
+
 # --------------------------------------------------------------------------------------------------
 # General distillation
 # --------------------------------------------------------------------------------------------------
+@_training_kernels
 def run_general_distill(cfg: GDConfig, runtime: Runtime, overwrite: bool = False, stop_after_steps: int = 0,
                         progress: bool = True) -> Dict[str, Any]:
     if not cfg.checkpoint.teacher:
@@ -281,6 +293,7 @@ def stage_dirs(cfg: TDConfig) -> Dict[str, str]:
     return {name: os.path.join(out, name) for name in ("teacher", "student_labels", "phase1", "phase2")}
 
 
+@_training_kernels
 def run_finetune(cfg: TDConfig, runtime: Runtime, target: str = "teacher", overwrite: bool = False,
                  stop_after_steps: int = 0, progress: bool = True) -> Dict[str, Any]:
     """Supervised training on the labels: the teacher (from a pre-trained BERT) or the labels-only student."""
@@ -316,6 +329,7 @@ def run_finetune(cfg: TDConfig, runtime: Runtime, target: str = "teacher", overw
     return run_stage(stage, resume)
 
 
+@_training_kernels
 def run_phase1(cfg: TDConfig, runtime: Runtime, overwrite: bool = False, stop_after_steps: int = 0,
                progress: bool = True) -> Dict[str, Any]:
     pairs = resolve_layer_map(cfg.distill.layer_map, cfg.teacher.num_hidden_layers, cfg.student.num_hidden_layers)
@@ -339,6 +353,7 @@ def run_phase1(cfg: TDConfig, runtime: Runtime, overwrite: bool = False, stop_af
     return run_stage(stage, resume)
 
 
+@_training_kernels
 def run_phase2(cfg: TDConfig, runtime: Runtime, overwrite: bool = False, stop_after_steps: int = 0,
                progress: bool = True) -> Dict[str, Any]:
     dirs = stage_dirs(cfg)

@@ -1,0 +1,129 @@
+"""The exact-GELU AOT kernel (src/gelu_aot.py): the same function as erf GELU to float32 rounding, its gradient,
+both execution modes, use inside BERT and training, and the fallback when it cannot be compiled."""
+import dataclasses
+import math
+
+import numpy as np
+import mindspore as ms
+import pytest
+from mindspore import Tensor, nn
+
+from src import gelu_aot
+from src.modeling import BertModel, activation, set_cpu_gelu
+
+
+def reference(x):
+    x = x.astype(np.float64)
+    phi = 0.5 * (1.0 + np.vectorize(math.erf)(x / math.sqrt(2.0)))
+    grad = phi + x * np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+    return x * phi, grad
+
+
+def sample():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.standard_normal(60_000) * 3, np.linspace(-10, 10, 20_001), [0.0, -0.0, 1.0, -1.0, 14.5]])
+    return x.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    return gelu_aot.gelu_ops(strict=True)  # the CI machine has g++: building must work, not fall back
+
+
+def test_forward_matches_float64_erf_gelu_to_float32_rounding(kernel, mode):
+    x = sample()
+    want, _ = reference(x)
+    got = gelu_aot.GeluAOT(strict=True)(Tensor(x)).asnumpy()
+    builtin = nn.GELU(approximate=False)(Tensor(x)).asnumpy()
+    assert np.abs(got - want).max() <= 1e-6
+    assert np.abs(got - builtin).max() <= 2e-6  # MindSpore's own kernel is 4.5e-7 off float64 itself
+    assert np.isnan(gelu_aot.GeluAOT(strict=True)(Tensor(np.array([np.nan], np.float32))).asnumpy()).all()
+    assert gelu_aot.GeluAOT(strict=True)(Tensor(np.array([np.inf], np.float32))).asnumpy()[0] == np.inf
+
+
+def test_gradient_matches_the_analytic_derivative(kernel, mode):
+    x = sample()
+    dy = np.random.default_rng(1).standard_normal(x.shape).astype(np.float32)
+    _, grad = reference(x)
+
+    class Weighted(nn.Cell):
+        def __init__(self, act):
+            super().__init__()
+            self.act = act
+
+        def construct(self, v, w):
+            return (self.act(v) * w).sum()
+
+    got = ms.grad(Weighted(gelu_aot.GeluAOT(strict=True)))(Tensor(x), Tensor(dy)).asnumpy()
+    assert np.abs(got - grad * dy).max() <= 2e-6
+
+
+def test_bert_with_the_kernel_computes_the_same_function(tiny_config, kernel, mode):
+    config = dataclasses.replace(tiny_config, hidden_act="gelu", hidden_dropout_prob=0.0,
+                                 attention_probs_dropout_prob=0.0)
+    ms.set_seed(4)
+    builtin_net = BertModel(config)
+    set_cpu_gelu("aot")
+    try:
+        fast_net = BertModel(config)
+        assert isinstance(activation("gelu"), gelu_aot.GeluAOT) and fast_net.encoder is not None
+    finally:
+        set_cpu_gelu("builtin")
+    assert isinstance(activation("gelu"), nn.GELU)
+    ms.load_param_into_net(fast_net, {p.name: p for p in builtin_net.get_parameters()})
+    rng = np.random.default_rng(2)
+    ids = Tensor(rng.integers(1, 99, (3, 16)).astype(np.int32))
+    types, mask = Tensor(np.zeros((3, 16), np.int32)), Tensor(np.ones((3, 16), np.int32))
+    a = builtin_net(ids, types, mask)[0].asnumpy()
+    b = fast_net(ids, types, mask)[0].asnumpy()
+    assert np.abs(a - b).max() <= 1e-5
+
+
+def test_missing_compiler_falls_back_or_raises(monkeypatch, tmp_path):
+    monkeypatch.setattr(gelu_aot, "_ops", None)
+    monkeypatch.setattr(gelu_aot, "_error", None)
+    monkeypatch.setenv("CXX", "/nonexistent/g++")
+    monkeypatch.setenv("TINYBERT_KERNEL_CACHE", str(tmp_path))
+    with pytest.raises(gelu_aot.KernelBuildError, match="/nonexistent/g\\+\\+"):
+        gelu_aot.gelu_ops(strict=True)
+    cell = gelu_aot.GeluAOT()
+    assert not cell.use_aot
+    x = np.linspace(-3, 3, 7).astype(np.float32)
+    np.testing.assert_array_equal(cell(Tensor(x)).asnumpy(), nn.GELU(approximate=False)(Tensor(x)).asnumpy())
+
+
+def test_library_is_cached_by_content(tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYBERT_KERNEL_CACHE", str(tmp_path))
+    first = gelu_aot.build_library()
+    stamp = (tmp_path / first.split("/")[-1]).stat().st_mtime_ns
+    assert gelu_aot.build_library() == first and (tmp_path / first.split("/")[-1]).stat().st_mtime_ns == stamp
+    assert not [p for p in tmp_path.iterdir() if p.suffix == ".so" and p.name != first.split("/")[-1]]
+
+
+def test_training_stages_use_the_kernel_and_restore_the_builtin_for_everything_else():
+    from src.modeling import cpu_gelu
+    from src.stages import _training_kernels
+    seen = []
+
+    @_training_kernels
+    def stage(cfg, runtime):
+        seen.append(type(activation("gelu")))
+        return {}
+
+    class Run:
+        cpu_gelu = "aot"
+
+    class Cfg:
+        run = Run()
+
+    class Runtime:
+        device_target = "CPU"
+
+    stage(Cfg(), Runtime())
+    Run.cpu_gelu = "builtin"
+    stage(Cfg(), Runtime())
+    assert seen == [gelu_aot.GeluAOT, nn.GELU]
+    assert isinstance(activation("gelu"), nn.GELU)  # export and evaluation afterwards: MindSpore's GeLU
+    with cpu_gelu("aot"):
+        assert isinstance(activation("gelu"), gelu_aot.GeluAOT)
+    assert isinstance(activation("gelu"), nn.GELU)
