@@ -93,8 +93,18 @@ def resolve_stage_checkpoint(path: str, which: str = "auto") -> str:
     return os.path.join(path, name)
 
 
+_UNSET_EQUIVALENTS = (None, "", (), [], {})
+# How often to log and save changes nothing a run computes: a resumed run may change them.
+_NOT_RESULT_KEYS = {"log_steps", "save_steps", "keep_checkpoints"}
+
+
 def config_difference(old: Dict[str, Any], new: Dict[str, Any], prefix: str = "") -> List[str]:
-    """Dotted keys whose values differ between two config dicts."""
+    """Dotted keys whose values differ between two config dicts.
+
+    Keys only one side has are compared as unset: a key added to the schema since the run was made, at its
+    empty default, and a key the schema no longer has, which nothing reads any more, do not count. Nor do
+    log_steps, save_steps and keep_checkpoints, which change no result.
+    """
     keys = sorted(set(old) | set(new))
     diffs = []
     for key in keys:
@@ -102,6 +112,10 @@ def config_difference(old: Dict[str, Any], new: Dict[str, Any], prefix: str = ""
         name = f"{prefix}{key}"
         if isinstance(a, dict) and isinstance(b, dict):
             diffs += config_difference(a, b, name + ".")
+        elif key in _NOT_RESULT_KEYS or (key not in old and b in _UNSET_EQUIVALENTS):
+            continue
+        elif key not in new:
+            continue
         elif a != b:
             diffs.append(f"{name}: {a!r} -> {b!r}")
     return diffs

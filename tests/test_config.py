@@ -289,3 +289,18 @@ def test_config_reference_names_the_undocumented_field(monkeypatch):
     monkeypatch.setattr(ref, "field_comments", lambda cls: {})
     with pytest.raises(ValueError, match=r"src/config.py: RunConfig.device_target has no comment"):
         ref.reference()
+
+
+def test_run_dir_config_difference_ignores_keys_added_at_default_and_removed_keys():
+    from src.trainer import config_difference
+    old = {"data": {"seq_length": 64, "vocab_file": ""}, "gd": {"lr": 5e-5}}
+    # a key added since (at its empty default) and a key the schema dropped: the same run
+    assert config_difference(old, {"data": {"seq_length": 64, "bucket_boundaries": []}, "gd": {"lr": 5e-5}}) == []
+    # a new key set to something, or any changed value, is a different run
+    assert config_difference(old, {"data": {"seq_length": 64, "bucket_boundaries": [32]}, "gd": {"lr": 5e-5}}) == [
+        "data.bucket_boundaries: None -> [32]"]
+    assert config_difference(old, {"data": {"seq_length": 128}, "gd": {"lr": 5e-5}}) == ["data.seq_length: 64 -> 128"]
+    assert config_difference({"run": {"seed": 0}}, {"run": {"seed": 1}}) == ["run.seed: 0 -> 1"]
+    # logging and saving intervals change no result: a resumed run may change them
+    assert config_difference({"gd": {"log_steps": 10, "save_steps": 100, "lr": 1.0}},
+                             {"gd": {"log_steps": 1, "save_steps": 5, "lr": 1.0}}) == []
