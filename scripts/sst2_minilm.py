@@ -28,21 +28,6 @@ def sh(args, **kwargs):
     subprocess.run([sys.executable] + args, check=True, cwd=ROOT, **kwargs)
 
 
-def sample_rows(src, dst, rows, seed):
-    """Header plus `rows` lines drawn without replacement (fixed seed) from a GLUE TSV."""
-    import numpy as np  # pylint: disable=import-outside-toplevel
-
-    with open(src, encoding="utf-8") as f:
-        lines = f.read().splitlines()
-    header, body = lines[0], lines[1:]
-    if rows > len(body):
-        sys.exit(f"error: --train_rows {rows}: {src} has only {len(body)} rows")
-    picked = np.random.default_rng(seed).choice(len(body), size=rows, replace=False)
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
-    with open(dst, "w", encoding="utf-8") as f:
-        f.write("\n".join([header] + [body[i] for i in sorted(picked)]) + "\n")
-
-
 def stage_result(run_dir):
     from src import checkpoint as ckpt  # pylint: disable=import-outside-toplevel
     from src.trainer import read_manifest  # pylint: disable=import-outside-toplevel
@@ -79,6 +64,8 @@ def main(argv=None):
     args.runs = ["teacher"] + [r for r in args.runs if r != "teacher"]  # every student needs the teacher
     os.chdir(ROOT)  # config paths resolve against the working directory: make it the repository
     from src.config import load_config  # pylint: disable=import-outside-toplevel
+    from src.dataset import mindrecord_rows  # pylint: disable=import-outside-toplevel
+    from src.task_data import sample_tsv_rows  # pylint: disable=import-outside-toplevel
 
     cfg = load_config(os.path.join(ROOT, args.config), overrides, kind="td")
     out = cfg.run.output_dir
@@ -98,7 +85,10 @@ def main(argv=None):
             "--output", pretrained])
     subset = os.path.join(data, f"train_{args.train_rows}_seed{args.seed}.tsv")
     if not os.path.isfile(subset):
-        sample_rows(os.path.join(sst2, "train.tsv"), subset, args.train_rows, args.seed)
+        try:
+            sample_tsv_rows(os.path.join(sst2, "train.tsv"), subset, args.train_rows, args.seed)
+        except ValueError as exc:
+            sys.exit(f"error: --train_rows: {exc}")
     for split, source in (("train", subset), ("dev", os.path.join(sst2, "dev.tsv"))):
         target = os.path.join(data, f"{split}.mindrecord")
         if not os.path.isfile(target):
@@ -125,8 +115,7 @@ def main(argv=None):
     steps = {"phase1": args.train_rows // 32, "phase2": 3 * (args.train_rows // 32)}  # as the unaugmented split
     aug_epochs = {}
     if augmenting:
-        with open(augmented, encoding="utf-8") as f:
-            aug_batches = (sum(1 for line in f if line.strip()) - 1) // 32  # the augmenter drops duplicates
+        aug_batches = mindrecord_rows(aug_records) // 32  # what training reads (the augmenter drops duplicates)
         # epochs giving exactly those step counts (the trainer takes ceil(epochs * batches per epoch))
         aug_epochs = {phase: (n - 0.5) / aug_batches for phase, n in steps.items()}
         # the same 500 steps with a shorter phase 1 (the students start from teacher layers already)

@@ -85,6 +85,17 @@ def _file_columns(path: str, dataset_type: str, schema_file: Optional[str]) -> D
         reader.close()
 
 
+def mindrecord_rows(path: str) -> int:
+    """Number of rows in a MindRecord file (what the loader will read from it)."""
+    from mindspore.mindrecord import FileReader
+
+    reader = FileReader(path)
+    try:
+        return reader.len()
+    finally:
+        reader.close()
+
+
 def _file_shapes(path: str, dataset_type: str, schema_file: Optional[str]) -> Dict[str, List[int]]:
     """{column: shape} of one file: from the schema JSON, else from the file itself."""
     return {name: shape for name, (_, shape) in _file_columns(path, dataset_type, schema_file).items()}

@@ -127,21 +127,22 @@ def copy_teacher_layers(student: nn.Cell, teacher: nn.Cell, mode: str,
     sources = init_layer_sources(mode, s_cfg.num_hidden_layers, t_cfg.num_hidden_layers, pairs)
     teacher_params = dict(ckpt.named_parameters(teacher))
     prefix = "encoder.layer."
-    params, head = {}, []
+    params, head, same_head = {}, [], True
     for name, param in ckpt.named_parameters(student):
         key = name[len("bert."):] if name.startswith("bert.") else name
         source = name
         if key.startswith(prefix):
-            index, rest = key[len(prefix):].split(".", 1)
+            index = key[len(prefix):].split(".", 1)[0]
             source = name.replace(f"{prefix}{index}.", f"{prefix}{sources[int(index)]}.", 1)
         elif not key.startswith(("embeddings.", "pooler.")):
-            head.append(name)  # classifier: copied below when the teacher has the same head
+            # classifier: copied below when the teacher has the same head
+            head.append(name)
+            same_head = same_head and name in teacher_params and teacher_params[name].shape == param.shape
             continue
         if source not in teacher_params:
             raise ConfigError(f"teacher has no parameter {source} to copy into the student's {name}")
         params[name] = teacher_params[source].asnumpy()
-    copied_head = bool(head) and all(n in teacher_params and teacher_params[n].shape == p.shape
-                                     for n, p in ckpt.named_parameters(student) if n in head)
+    copied_head = bool(head) and same_head
     if copied_head:
         params.update({n: teacher_params[n].asnumpy() for n in head})
     ckpt.load_params(student, params, f"teacher ({mode})", allow_missing=() if copied_head else ("classifier.*",))

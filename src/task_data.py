@@ -70,6 +70,25 @@ class Summary:
 
 
 # ---------------------------------------------------------------- readers: yield Examples or raise BadRowError
+def sample_tsv_rows(src: str, dst: str, rows: int, seed: int) -> str:
+    """Write to `dst` the header of TSV `src` plus `rows` of its lines drawn without replacement (numpy seed
+    `seed`), kept in file order; the file appears atomically. Returns `dst`."""
+    import numpy as np  # pylint: disable=import-outside-toplevel
+
+    with open(src, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    header, body = lines[0], lines[1:]
+    if not 0 < rows <= len(body):
+        raise ValueError(f"{src}: asked for {rows} rows; it has {len(body)} (after the header)")
+    picked = np.random.default_rng(seed).choice(len(body), size=rows, replace=False)
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+    tmp = f"{dst}.part"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("\n".join([header] + [body[i] for i in sorted(picked)]) + "\n")
+    os.replace(tmp, dst)
+    return dst
+
+
 def read_tsv_lines(path: str, error: Optional[Type[Exception]] = None,
                    yield_errors: bool = False) -> Iterator[Tuple[int, Any]]:
     """(line number, cells) of every line of a TSV; the one TSV reader of the project (task converters and

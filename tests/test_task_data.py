@@ -230,3 +230,20 @@ def test_broken_label_map_names_the_file(tmp_path):
     bad.write_text('["a", "b"]', encoding="utf-8")
     with pytest.raises(ValueError, match=r"labels\.json: key 'labels' missing"):
         load_label_map(str(bad))
+
+
+def test_sample_tsv_rows_keeps_the_header_and_file_order_and_is_seeded(tmp_path):
+    from src.task_data import sample_tsv_rows
+    src = tmp_path / "train.tsv"
+    src.write_text("sentence\tlabel\n" + "".join(f"s{i}\t{i % 2}\n" for i in range(50)), encoding="utf-8")
+    a = sample_tsv_rows(str(src), str(tmp_path / "a" / "sub.tsv"), 10, seed=3)
+    b = sample_tsv_rows(str(src), str(tmp_path / "b.tsv"), 10, seed=3)
+    lines = open(a, encoding="utf-8").read().splitlines()
+    assert lines[0] == "sentence\tlabel" and len(lines) == 11 and len(set(lines[1:])) == 10
+    assert [int(l.split("\t")[0][1:]) for l in lines[1:]] == sorted(int(l.split("\t")[0][1:]) for l in lines[1:])
+    assert open(b, encoding="utf-8").read() == open(a, encoding="utf-8").read()
+    assert sample_tsv_rows(str(src), str(tmp_path / "c.tsv"), 10, seed=4) and \
+        open(tmp_path / "c.tsv", encoding="utf-8").read() != open(a, encoding="utf-8").read()
+    with pytest.raises(ValueError, match=r"train.tsv: asked for 51 rows; it has 50"):
+        sample_tsv_rows(str(src), str(tmp_path / "d.tsv"), 51, seed=0)
+    assert not list(tmp_path.rglob("*.part"))
