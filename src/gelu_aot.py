@@ -1,10 +1,10 @@
 """Exact (erf) GELU for MindSpore's CPU backend as an AOT custom operator (float32), with its backward.
 
 MindSpore 2.10's CPU GeLU/Erf kernels are scalar: on a [8, 128, 3072] tensor the exact GELU forward takes
-~70 ms, about 45% of a BERT-base layer's forward. `src/kernels/gelu_aot.cc` computes the same function with a
+~60 ms forward with BERT-like inputs (bench/bench_gelu.py). `src/kernels/gelu_aot.cc` computes the same function with a
 branch-free minimax erf that GCC vectorises (AVX-512 / AVX2 / SSE clones chosen at load time) and splits over
-threads: ~4.6 ms forward on the same tensor, max |gelu - exact| 2.4e-7 against float64 (MindSpore's own kernel:
-4.5e-7), gradient 5.6e-7 (MindSpore's: 3.3e-6).
+threads: ~4.7 ms forward on the same tensor, max |gelu - exact| 2.4e-7 against float64 (MindSpore's own kernel:
+4.5e-7), derivative 1.5e-7 (MindSpore's: 8.5e-7).
 
 It is used for training on CPU (`run.cpu_gelu: aot`, the default); exported models and evaluation-only
 commands keep MindSpore's GeLU primitive, because a MINDIR holding this op would hold the absolute path of the

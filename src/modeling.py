@@ -103,7 +103,7 @@ _CPU_GELU = "builtin"
 
 def set_cpu_gelu(kind: str) -> None:
     """How networks built from now on compute exact GELU on CPU: "aot" (src/gelu_aot.py, the same function
-    ~15x faster; training only, never in exported files) or "builtin" (MindSpore's GeLU primitive, the default)."""
+    ~13x faster; training only, never in exported files) or "builtin" (MindSpore's GeLU primitive, the default)."""
     global _CPU_GELU  # pylint: disable=global-statement
     if kind not in ("aot", "builtin"):
         raise ValueError(f"cpu_gelu: got {kind!r}; expected 'aot' or 'builtin'")
