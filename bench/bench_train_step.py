@@ -35,13 +35,14 @@ def worker(args):
 
     from src.config import DistillConfig, StageConfig, bert_preset, resolve_layer_map  # pylint: disable=C0415
     from src.distill import DistillLoss, build_fit_dense  # pylint: disable=import-outside-toplevel
-    from src.modeling import build_model, set_cpu_gelu  # pylint: disable=import-outside-toplevel
+    from src.modeling import build_model, set_cpu_gelu, set_cpu_views  # pylint: disable=C0415
     from src.train import TrainStep  # pylint: disable=import-outside-toplevel
 
     ms.set_device("CPU")
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_seed(0)
     set_cpu_gelu(args.cpu_gelu)
+    set_cpu_views(args.views)  # what training stages use on CPU
     teacher_cfg, student_cfg = bert_preset(PRESETS[args.teacher]), bert_preset(PRESETS[args.student])
     pairs = resolve_layer_map("uniform", teacher_cfg.num_hidden_layers, student_cfg.num_hidden_layers)
     teacher, student = build_model(teacher_cfg, "backbone"), build_model(student_cfg, "backbone")
@@ -64,7 +65,7 @@ def worker(args):
         times.append(time.perf_counter() - start)
     median = statistics.median(times[args.warmup:])
     print("RESULT " + json.dumps({
-        "side": "mindspore", "cpu_gelu": args.cpu_gelu, "batch": args.batch, "seq": args.seq,
+        "side": "mindspore", "cpu_gelu": args.cpu_gelu, "views": args.views, "batch": args.batch, "seq": args.seq,
         "teacher": args.teacher, "student": args.student, "median_step_s": round(median, 4),
         "samples_per_s": round(args.batch / median, 3), "first_step_s": round(times[0], 2),
         "step_times": [round(t, 4) for t in times[args.warmup:]], "losses": losses,
@@ -92,6 +93,8 @@ def main():
     parser.add_argument("--steps", type=int, default=5, help="timed steps (default 5)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed first steps (compile; default 2)")
     parser.add_argument("--cpu_gelu", default="aot,builtin", help="our GELU kernels to run: aot, builtin or both")
+    parser.add_argument("--no_views", dest="views", action="store_false",
+                        help="attention heads with ops.transpose instead of mint views (more memory, see README)")
     parser.add_argument("--torch_python", default="", help="python of a venv with torch: also run the PyTorch side")
     parser.add_argument("--torch_reference", default=os.path.join(os.path.dirname(ROOT), "shared", "bench",
                                                                   "torch_reference.py"))
@@ -109,7 +112,7 @@ def main():
         for kind in [k for k in args.cpu_gelu.split(",") if k]:
             cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--teacher", args.teacher, "--student",
                    args.student, "--batch", str(batch), "--seq", str(args.seq), "--steps", str(args.steps),
-                   "--warmup", str(args.warmup), "--cpu_gelu", kind]
+                   "--warmup", str(args.warmup), "--cpu_gelu", kind] + ([] if args.views else ["--no_views"])
             rows.append(run_child(cmd))
             print("RESULT " + json.dumps(rows[-1]), flush=True)
         if args.torch_python:
@@ -125,7 +128,8 @@ def main():
     print("| side | batch | s/step | samples/s | peak RSS | vs PyTorch (samples/s) |")
     print("|---|---:|---:|---:|---:|---:|")
     for row in rows:
-        side = row["side"] if row["side"] != "mindspore" else f"MindSpore 2.10 GRAPH, GELU {row['cpu_gelu']}"
+        side = row["side"] if row["side"] != "mindspore" else \
+            f"MindSpore 2.10 GRAPH, GELU {row['cpu_gelu']}{'' if row.get('views', True) else ', no views'}"
         torch_row = next((r for r in rows if r["side"].startswith("pytorch") and r["batch"] == row["batch"]), None)
         ratio = f"{row['samples_per_s'] / torch_row['samples_per_s']:.2f}x" if torch_row else ""
         print(f"| {side} | {row['batch']} | {row['median_step_s']:.3f} | {row['samples_per_s']:.2f} | "

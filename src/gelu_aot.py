@@ -6,7 +6,11 @@ branch-free minimax erf that GCC vectorises (AVX-512 / AVX2 / SSE clones chosen 
 threads: ~4.7 ms forward on the same tensor, max |gelu - exact| 2.4e-7 against float64 (MindSpore's own kernel:
 4.5e-7), derivative 1.5e-7 (MindSpore's: 8.5e-7).
 
-It is used for training on CPU (`run.cpu_gelu: aot`, the default); exported models and evaluation-only
+The same library holds `SwapAxes12` ([A, B, C, D] -> [A, C, B, D]), which training uses to split and merge the
+attention heads on CPU, because MindSpore 2.10's CPU graph runtime never reuses the buffers of its own Transpose
+(see src/modeling.py BertSelfAttention; swap_axes12_op()).
+
+GELU is used for training on CPU (`run.cpu_gelu: aot`, the default); exported models and evaluation-only
 commands keep MindSpore's GeLU primitive, because a MINDIR holding this op would hold the absolute path of the
 .so. The library is compiled with g++ on first use into `$TINYBERT_KERNEL_CACHE` (default
 `~/.cache/tinybert_mindspore`), keyed by a hash of source, flags and compiler, and renamed into place
@@ -112,6 +116,34 @@ def gelu_ops(strict: bool = False) -> Optional[Tuple[ops.Custom, ops.Custom]]:
                              bprop=bprop)
         _ops = (forward, backward)
         return _ops
+
+
+_swap_op: Optional[ops.Custom] = None
+
+
+def _swapped(shape):
+    return [shape[0], shape[2], shape[1], shape[3]]
+
+
+def swap_axes12_op() -> Optional[ops.Custom]:
+    """Custom primitive [A, B, C, D] -> [A, C, B, D] (float32, CPU) from the same library, its own gradient;
+    None when the library cannot be built. BertSelfAttention uses it in training to split and merge heads: unlike
+    MindSpore 2.10's CPU Transpose, its output buffers are reused by the graph runtime, and unlike mint's views it
+    needs no extra contiguous copy."""
+    global _swap_op  # pylint: disable=global-statement
+    if _swap_op is not None:
+        return _swap_op
+    if gelu_ops() is None:  # builds the library (or records why it cannot)
+        return None
+    library = build_library()
+    backward = ops.Custom(f"{library}:SwapAxes12", out_shape=_swapped, out_dtype=_same, func_type="aot")
+
+    def bprop(x, out, dout):  # pylint: disable=unused-argument
+        return (backward(dout),)
+
+    _swap_op = ops.Custom(f"{library}:SwapAxes12", out_shape=_swapped, out_dtype=_same, func_type="aot",
+                          bprop=bprop)
+    return _swap_op
 
 
 class GeluAOT(nn.Cell):

@@ -34,19 +34,19 @@ def attention_mse(student_scores, teacher_scores, mask, reference_parity: bool =
         s = ops.where(student_scores <= PARITY_SCORE_FLOOR, ops.zeros_like(student_scores), student_scores)
         t = ops.where(teacher_scores <= PARITY_SCORE_FLOOR, ops.zeros_like(teacher_scores), teacher_scores)
         return ops.mean(ops.square(s - t))
-    pairs = _valid_pairs(mask)
+    # explicit broadcast: MindSpore's CPU graph runtime keeps the buffer of a broadcasting Mul alive
+    pairs = ops.broadcast_to(_valid_pairs(mask), student_scores.shape)
     diff = ops.square(student_scores - teacher_scores) * pairs
-    heads = student_scores.shape[1]
-    return diff.sum() / ops.maximum(pairs.sum() * heads, 1.0)
+    return diff.sum() / ops.maximum(pairs.sum(), 1.0)
 
 
 def hidden_mse(student_hidden, teacher_hidden, mask, reference_parity: bool = False):
     """MSE between [B, S, H] (projected) student and teacher hidden states; default: real tokens only."""
     if reference_parity:
         return ops.mean(ops.square(student_hidden - teacher_hidden))
-    m = mask.astype(ms.float32).expand_dims(-1)
+    m = ops.broadcast_to(mask.astype(ms.float32).expand_dims(-1), student_hidden.shape)
     diff = ops.square(student_hidden - teacher_hidden) * m
-    return diff.sum() / ops.maximum(m.sum() * student_hidden.shape[-1], 1.0)
+    return diff.sum() / ops.maximum(m.sum(), 1.0)
 
 
 def soft_cross_entropy(student_logits, teacher_logits, temperature: float = 1.0,

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import contextlib
 
-from typing import NamedTuple, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 import mindspore as ms
-from mindspore import Parameter, Tensor, nn, ops
+from mindspore import Parameter, Tensor, mint, nn, ops
 from mindspore.common.initializer import TruncatedNormal, initializer
 
 from src.config import BertConfig
@@ -99,6 +99,7 @@ class LayerNorm(nn.Cell):
 
 
 _CPU_GELU = "builtin"
+_CPU_VIEWS = False
 
 
 def set_cpu_gelu(kind: str) -> None:
@@ -110,15 +111,26 @@ def set_cpu_gelu(kind: str) -> None:
     _CPU_GELU = kind
 
 
+def set_cpu_views(enabled: bool) -> None:
+    """Whether attention built from now on splits and merges heads with mint view ops on CPU (training: see
+    BertSelfAttention) or with ops.transpose (the default; exporters know no view ops)."""
+    global _CPU_VIEWS  # pylint: disable=global-statement
+    _CPU_VIEWS = bool(enabled)
+
+
 @contextlib.contextmanager
-def cpu_gelu(kind: str):
-    """set_cpu_gelu(kind) for the networks built inside the block, then the previous setting again."""
-    previous = _CPU_GELU
+def cpu_gelu(kind: str, views: Optional[bool] = None):
+    """set_cpu_gelu(kind) (and set_cpu_views(views) unless None) for the networks built inside the block, then
+    the previous settings again."""
+    previous, previous_views = _CPU_GELU, _CPU_VIEWS
     set_cpu_gelu(kind)
+    if views is not None:
+        set_cpu_views(views)
     try:
         yield
     finally:
         set_cpu_gelu(previous)
+        set_cpu_views(previous_views)
 
 
 def activation(name: str):
@@ -169,18 +181,42 @@ class BertSelfAttention(nn.Cell):
         self.key = _dense(config, h, h)
         self.value = _dense(config, h, h)
         self.dropout = nn.Dropout(p=config.attention_probs_dropout_prob)
+        # MindSpore 2.10's CPU graph runtime never reuses the memory of Transpose outputs (nor of a broadcasting
+        # Add, see BertEncoder): ~130 MB per BERT-base layer at batch 32. Training stages (set_cpu_views) split and
+        # merge heads with the AOT SwapAxes12 kernel (src/kernels/gelu_aot.cc: reused buffers, a plain copy) and
+        # take Q.K^T with BatchMatMul(transpose_b); without the kernel, with mint's permute/transpose, which are
+        # views there (reused too, but ~15% slower). Exports keep ops.transpose (no exporter knows those ops),
+        # and so do other devices. README "Performance" has the figures.
+        self.cpu_views = _CPU_VIEWS and ms.get_context("device_target") == "CPU"
+        self.swap = None
+        if self.cpu_views:
+            from src.gelu_aot import swap_axes12_op  # pylint: disable=import-outside-toplevel
+
+            self.swap = swap_axes12_op()
+        self.use_swap = self.swap is not None
+        self.scores_tb = ops.BatchMatMul(transpose_b=True)
 
     def _split_heads(self, x):
         b, s, _ = x.shape
-        return x.reshape(b, s, self.num_heads, self.head_size).transpose(0, 2, 1, 3)  # [B, N, S, d]
+        x = x.reshape(b, s, self.num_heads, self.head_size)
+        if self.use_swap:
+            return self.swap(x)
+        return mint.permute(x, (0, 2, 1, 3)) if self.cpu_views else x.transpose(0, 2, 1, 3)  # [B, N, S, d]
 
     def construct(self, hidden, mask_add):
+        """mask_add: additive mask broadcastable to [B, N, S, S]; BertEncoder passes it already [B, N, S, S]."""
         q = self._split_heads(self.query(hidden))
         k = self._split_heads(self.key(hidden))
         v = self._split_heads(self.value(hidden))
-        scores = ops.matmul(q, k.swapaxes(-1, -2)) * self.scale + mask_add  # [B, N, S, S]
-        probs = self.dropout(ops.softmax(scores, -1))
-        context = ops.matmul(probs, v).transpose(0, 2, 1, 3)  # [B, S, N, d]
+        if self.use_swap:
+            scores = self.scores_tb(q, k) * self.scale + mask_add  # [B, N, S, S]
+            context = self.swap(ops.matmul(self.dropout(ops.softmax(scores, -1)), v))
+        elif self.cpu_views:
+            scores = mint.matmul(q, mint.transpose(k, -1, -2)) * self.scale + mask_add
+            context = mint.permute(mint.matmul(self.dropout(ops.softmax(scores, -1)), v), (0, 2, 1, 3))
+        else:
+            scores = ops.matmul(q, k.swapaxes(-1, -2)) * self.scale + mask_add
+            context = ops.matmul(self.dropout(ops.softmax(scores, -1)), v).transpose(0, 2, 1, 3)  # [B, S, N, d]
         b, s = context.shape[0], context.shape[1]
         return context.reshape(b, s, self.num_heads * self.head_size), scores
 
@@ -257,8 +293,13 @@ class BertEncoder(nn.Cell):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.layer = nn.CellList([BertLayer(config) for _ in range(config.num_hidden_layers)])
+        self.num_heads = config.num_attention_heads
 
     def construct(self, hidden, mask_add):
+        # One explicit [B, 1, 1, S] -> [B, N, S, S] broadcast for all layers: a broadcasting Add in every layer
+        # holds a full-size buffer per layer on MindSpore's CPU runtime (~100 MB per BERT-base layer at batch 32).
+        b, s = hidden.shape[0], hidden.shape[1]
+        mask_add = ops.broadcast_to(mask_add, (b, self.num_heads, s, s))
         hidden_states = (hidden,)
         attention_scores = ()
         for layer in self.layer:

@@ -5,7 +5,9 @@ TrainOneStepWithLossScaleCell selects an Ascend-only overflow kernel and fails o
 
 1. loss and gradients of `loss_scale * loss` w.r.t. the optimizer's parameters;
 2. data parallel: gradients all-reduced and averaged once (nn.DistributedGradReducer, mean=True);
-3. unscaled; overflow = any non-finite gradient (identical on every rank after the all-reduce);
+3. unscaled; overflow = any non-finite gradient (identical on every rank after the all-reduce); with global-norm
+   clipping both come from one pass (the global norm of the scaled gradients is non-finite exactly when a
+   gradient is), and unscaling and clipping are one multiply per tensor;
 4. clipped by global norm (default, like Google BERT) or per tensor (the reference's choice);
 5. AdamWeightDecay step only when finite (skipped steps are counted; the schedule's global step does not move,
    as in the reference), then the loss scale is adjusted: halved on overflow, doubled after `window` clean steps.
@@ -125,14 +127,22 @@ class TrainStep:
             (_, outputs), grads = grad_fn(*batch)
             if self.reducer is not None:
                 grads = self.reducer(grads)
-            grads = self.scaler.unscale(grads)
-            finite = ms.amp.all_finite(grads)
-            norm = _global_norm(grads)
+            scale = self.scaler.scale_value.value()
             if self.per_tensor:
+                grads = self.scaler.unscale(grads)
+                finite = ms.amp.all_finite(grads)
+                norm = _global_norm(grads)
                 grads = tuple(g * ops.minimum(1.0, self.max_norm / ops.maximum(ops.sqrt(ops.square(g).sum()), 1e-12))
                               for g in grads)
             else:
-                grads = tuple(g * ops.minimum(1.0, self.max_norm / ops.maximum(norm, 1e-12)) for g in grads)
+                # One pass over the scaled gradients: their global norm / scale is the unscaled norm, and it is
+                # finite exactly when every gradient is (a NaN or inf anywhere makes the sum of squares NaN or inf;
+                # a finite gradient above ~1e19 would too, and counts as an overflow). Unscaling and clipping are one
+                # multiply per tensor. Saves ~3 kernels per parameter tensor against unscale + all_finite + clip.
+                norm = _global_norm(grads) / scale
+                finite = ops.isfinite(norm)
+                factor = ops.minimum(1.0, self.max_norm / ops.maximum(norm, 1e-12)) / scale
+                grads = tuple(g * factor for g in grads)
             if finite:
                 self.optimizer(grads)
             self.scaler.adjust(finite)

@@ -127,3 +127,69 @@ def test_training_stages_use_the_kernel_and_restore_the_builtin_for_everything_e
     with cpu_gelu("aot"):
         assert isinstance(activation("gelu"), gelu_aot.GeluAOT)
     assert isinstance(activation("gelu"), nn.GELU)
+
+
+def test_swap_axes12_kernel_and_its_gradient(kernel, mode):
+    """SwapAxes12 (the attention-head split/merge of training on CPU): numpy's transpose(0, 2, 1, 3), odd sizes
+    included (rows split over threads), and its gradient is the same swap of the upstream gradient."""
+    op = gelu_aot.swap_axes12_op()
+    assert op is not None
+    rng = np.random.default_rng(3)
+    for shape in [(2, 3, 4, 5), (1, 1, 1, 1), (3, 257, 12, 64)]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        np.testing.assert_array_equal(op(Tensor(x)).asnumpy(), x.transpose(0, 2, 1, 3))
+    x = rng.standard_normal((2, 7, 3, 5)).astype(np.float32)
+    w = rng.standard_normal((2, 3, 7, 5)).astype(np.float32)
+
+    class Weighted(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.op = op
+
+        def construct(self, v, u):
+            return (self.op(v) * u).sum()
+
+    np.testing.assert_array_equal(ms.grad(Weighted())(Tensor(x), Tensor(w)).asnumpy(), w.transpose(0, 2, 1, 3))
+
+
+@pytest.mark.parametrize("use_kernel", [True, False])
+def test_training_attention_kernels_give_the_same_bert(kernel, use_kernel, monkeypatch):
+    """BERT built for training on CPU (set_cpu_views: the AOT head swap, or mint views without the kernel) gives
+    the outputs and gradients of the BERT built for export (ops.transpose), in graph mode."""
+    from src.config import BertConfig
+    from src.modeling import cpu_gelu
+
+    ms.set_context(mode=ms.GRAPH_MODE)
+    config = BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=37, max_position_embeddings=64, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0)
+    if not use_kernel:
+        monkeypatch.setattr(gelu_aot, "swap_axes12_op", lambda: None)
+    ms.set_seed(4)
+    plain = BertModel(config)
+    with cpu_gelu("builtin", views=True):
+        fast = BertModel(config)
+    attention = [cell for _, cell in fast.cells_and_names() if type(cell).__name__ == "BertSelfAttention"]
+    assert attention and all(a.cpu_views and a.use_swap == use_kernel for a in attention)
+    ms.load_param_into_net(fast, {p.name: ms.Parameter(p.data.copy(), p.name) for p in plain.get_parameters()})
+    rng = np.random.default_rng(5)
+    ids = Tensor(rng.integers(0, 99, (3, 11)).astype(np.int32))
+    mask = np.ones((3, 11), np.int32)
+    mask[1, 7:] = 0
+    mask, types = Tensor(mask), Tensor(np.zeros((3, 11), np.int32))
+
+    class Loss(nn.Cell):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def construct(self, a, b, c):
+            out = self.net(a, b, c)
+            return (out[0] ** 2).sum() + (out[3][1] * 1e-3).sum()
+
+    for got, want in zip(fast(ids, types, mask)[2], plain(ids, types, mask)[2]):
+        np.testing.assert_allclose(got.asnumpy(), want.asnumpy(), atol=1e-5)
+    grads_fast = ms.grad(Loss(fast), grad_position=None, weights=fast.trainable_params())(ids, types, mask)
+    grads_plain = ms.grad(Loss(plain), grad_position=None, weights=plain.trainable_params())(ids, types, mask)
+    for p, a, b in zip(fast.trainable_params(), grads_fast, grads_plain):
+        np.testing.assert_allclose(a.asnumpy(), b.asnumpy(), atol=1e-4, rtol=1e-4, err_msg=p.name)

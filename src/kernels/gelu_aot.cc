@@ -2,6 +2,8 @@
 //
 //   GeluAotFwd : inputs (x)      -> output y  = x * Phi(x)
 //   GeluAotBwd : inputs (x, dy)  -> output dx = dy * (Phi(x) + x * phi(x))
+//   SwapAxes12 : inputs (x [A,B,C,D]) -> output [A,C,B,D] (attention-head split/merge in training; its own
+//                gradient). MindSpore 2.10's CPU graph runtime never reuses Transpose buffers; it does reuse these.
 //
 // Phi(x) = 0.5*erfc(-x/sqrt2), phi(x) = exp(-x^2/2)/sqrt(2*pi).
 //
@@ -219,6 +221,33 @@ int GeluAotBwd(int nparam, void **params, int *ndims, int64_t **shapes, const ch
   float *dx = static_cast<float *>(params[2]);
   if (x == nullptr || dy == nullptr || dx == nullptr) return 1;
   parallel_for(n, [=](int64_t b, int64_t e) { gelu_bwd_range(x + b, dy + b, dx + b, e - b); });
+  return 0;
+}
+
+// out[a, c, b, :] = in[a, b, c, :] for float32 in [A, B, C, D] and out [A, C, B, D]: the attention-head split
+// ([B, S, N, d] -> [B, N, S, d]) and merge. Its own inverse, so the gradient is the same call on dout.
+int SwapAxes12(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+               void *extra) {
+  (void)stream;
+  (void)extra;
+  if (nparam != 2 || params == nullptr || ndims == nullptr || shapes == nullptr || dtypes == nullptr) return 1;
+  if (!is_f32(dtypes[0]) || !is_f32(dtypes[1])) return 2;
+  if (ndims[0] != 4 || ndims[1] != 4) return 3;
+  const int64_t A = shapes[0][0], B = shapes[0][1], C = shapes[0][2], D = shapes[0][3];
+  if (shapes[1][0] != A || shapes[1][1] != C || shapes[1][2] != B || shapes[1][3] != D) return 3;
+  const int64_t rows = A * B * C;
+  if (rows == 0 || D == 0) return 0;
+  const float *x = static_cast<const float *>(params[0]);
+  float *y = static_cast<float *>(params[1]);
+  if (x == nullptr || y == nullptr) return 1;
+  // rows of the output in order; parallel_for's grain is in elements, so scale rows by D
+  parallel_for(rows * D, [=](int64_t begin, int64_t end) {
+    for (int64_t r = begin / D; r < (end + D - 1) / D && r < rows; ++r) {
+      if (r * D < begin) continue;  // a row belongs to the chunk holding its first element
+      const int64_t a = r / (C * B), rem = r % (C * B), c = rem / B, b = rem % B;
+      std::memcpy(y + r * D, x + ((a * B + b) * C + c) * D, sizeof(float) * D);
+    }
+  });
   return 0;
 }
 
