@@ -199,6 +199,9 @@ class DistillConfig:
     temperature: float = _bounded(1.0, gt=0.0)  # soft cross-entropy temperature T (phase 2)
     temperature_squared: bool = False  # multiply the soft cross-entropy by T^2 (Hinton et al.)
     hard_label_weight: float = _bounded(0.0, ge=0.0)  # phase 2: + weight x cross-entropy on the labels
+    # phase 2: compute the teacher's logits once, store them with the records (OUT/teacher_logits), train without
+    # the teacher in the step (classification/regression; NER always runs the teacher). Same result, faster.
+    store_teacher_logits: bool = True
 
 
 @dataclass(frozen=True)

@@ -119,7 +119,9 @@ def validate_files(files: Sequence[str], columns: Sequence[str], seq_length: int
             if name not in found:
                 raise ValueError(f"{where}: column {name!r} is missing; the file has {sorted(found)}")
             dtype, shape = found[name]
-            if shape not in ([], [1]) and shape != [seq_length]:
+            if dtype == "float32":  # stored model outputs (teacher logits): any fixed shape, read as is
+                pass
+            elif shape not in ([], [1]) and shape != [seq_length]:
                 raise ValueError(f"{where}: column {name!r} has shape {shape}; expected [{seq_length}] "
                                  f"(seq_length) or a scalar")
             if shapes.setdefault(name, shape) != shape:
@@ -159,15 +161,19 @@ def _cast_int32(dataset, columns: Sequence[str], shapes: Dict[str, List[int]], d
     import mindspore
     import mindspore.dataset.transforms as T
 
-    wide = [name for name in columns if (dtypes or {}).get(name, "int64") != "int32"]
+    wide = [name for name in columns if (dtypes or {}).get(name, "int64") not in ("int32", "float32")]
     for name in wide:
         dataset = dataset.map(operations=T.TypeCast(mindspore.int32), input_columns=[name])
     return dataset
 
 
-def _one_element_columns(columns: Sequence[str], shapes: Dict[str, List[int]], dataset_type: str) -> List[str]:
-    """Columns stored as [1] that the reader still yields as [1] per row (MindRecord; TFRecord yields scalars)."""
-    return [] if dataset_type == "tfrecord" else [c for c in columns if shapes[c] == [1]]
+def _one_element_columns(columns: Sequence[str], shapes: Dict[str, List[int]], dataset_type: str,
+                         dtypes: Optional[Dict[str, str]] = None) -> List[str]:
+    """Integer columns stored as [1] that the reader still yields as [1] per row (MindRecord; TFRecord yields
+    scalars). float32 columns keep their shape (a regression teacher's [1] logits stay [B, 1])."""
+    if dataset_type == "tfrecord":
+        return []
+    return [c for c in columns if shapes[c] == [1] and (dtypes or {}).get(c) != "float32"]
 
 
 def _squeeze_scalars(dataset, names: Sequence[str]):
@@ -188,7 +194,8 @@ def _bucket_lengths(bucket_boundaries: Sequence[int], seq_length: int) -> List[i
 
 
 def _bucket_batch(dataset, columns: Sequence[str], shapes: Dict[str, List[int]], batch_size: int,
-                  seq_length: int, bucket_boundaries: Sequence[int], drop_remainder: bool):
+                  seq_length: int, bucket_boundaries: Sequence[int], drop_remainder: bool,
+                  dtypes: Optional[Dict[str, str]] = None):
     """Batch examples whose true length (sum of input_mask) falls in the same bucket, then trim to it.
 
     Bucket lengths b_0 < ... < b_k = seq_length: an example of length L goes to the smallest b_i >= L.
@@ -201,7 +208,7 @@ def _bucket_batch(dataset, columns: Sequence[str], shapes: Dict[str, List[int]],
     dataset = dataset.bucket_batch_by_length(
         [MASK_COLUMN], [b + 1 for b in lengths], [batch_size] * (len(lengths) + 1),
         element_length_function=lambda mask: int(np.sum(mask)), drop_remainder=drop_remainder)
-    seq_columns = [c for c in columns if shapes[c] == [seq_length]]
+    seq_columns = [c for c in columns if shapes[c] == [seq_length] and (dtypes or {}).get(c) != "float32"]
 
     def trim(*arrays):
         longest = int(arrays[seq_columns.index(MASK_COLUMN)].sum(axis=1).max())
@@ -255,7 +262,7 @@ def create_tinybert_dataset(files: Union[str, Sequence[str]], columns: Sequence[
                 bucket_boundaries)
     if bucket_boundaries:
         dataset = _bucket_batch(dataset, columns, shapes, batch_size, seq_length, bucket_boundaries,
-                                drop_remainder)
+                                drop_remainder, dtypes)
     else:
         dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    return _squeeze_scalars(dataset, _one_element_columns(columns, shapes, dataset_type))
+    return _squeeze_scalars(dataset, _one_element_columns(columns, shapes, dataset_type, dtypes))

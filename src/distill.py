@@ -100,11 +100,16 @@ class DistillLoss(nn.Cell):
 
     def __init__(self, student: nn.Cell, teacher: Optional[nn.Cell], stage: str, distill: DistillConfig,
                  layer_pairs: Sequence[Tuple[int, int]] = (), task_type: str = "classification",
-                 fit_dense: Optional[FitDense] = None):
+                 fit_dense: Optional[FitDense] = None, stored_teacher_logits: bool = False):
         super().__init__()
         if stage not in STAGES:
             raise DistillError(f"stage {stage!r}; expected one of {STAGES}")
-        if stage != "finetune" and teacher is None:
+        if stored_teacher_logits and (stage != "prediction" or task_type == "ner"):
+            raise DistillError(f"stored teacher logits serve only the prediction stage of classification and "
+                               f"regression; got stage {stage!r}, task type {task_type!r}")
+        # Phase 2 with stored logits: the batch carries the teacher's logits (src/teacher_cache.py), no teacher here.
+        self.stored_teacher_logits = bool(stored_teacher_logits)
+        if stage != "finetune" and teacher is None and not self.stored_teacher_logits:
             raise DistillError(f"stage {stage!r} needs a teacher")
         self.stage = stage
         self.task_type = task_type
@@ -160,7 +165,7 @@ class DistillLoss(nn.Cell):
     def _project(self, hidden, k):
         return self.fit_dense(hidden, 0 if self.shared_fit else k)
 
-    def construct(self, input_ids, input_mask, segment_ids, label_ids):
+    def construct(self, input_ids, input_mask, segment_ids, label_ids, teacher_logits=None):
         s_out = self.student(input_ids, segment_ids, input_mask)
         # Fresh zeros each call (never `+=` on a shared tensor: graph mode would update it in place).
         attention = ops.zeros((), ms.float32)
@@ -171,8 +176,8 @@ class DistillLoss(nn.Cell):
         if self.stage == "finetune":
             hard = self._hard_loss(s_out[LOGITS], label_ids)
             return hard, attention, hidden, embedding, prediction, hard
-        t_out = self.teacher(input_ids, segment_ids, input_mask)
         if self.intermediate:
+            t_out = self.teacher(input_ids, segment_ids, input_mask)
             s_scores = s_out[self.s_scores]
             t_scores = t_out[self.t_scores]
             for s, t in self.attention_pairs:
@@ -191,7 +196,10 @@ class DistillLoss(nn.Cell):
                 self.embedding_weight * embedding
             return total, attention, hidden, embedding, prediction, hard
         s_logits = s_out[LOGITS]
-        t_logits = ops.stop_gradient(t_out[LOGITS])
+        if self.stored_teacher_logits:
+            t_logits = teacher_logits
+        else:
+            t_logits = ops.stop_gradient(self.teacher(input_ids, segment_ids, input_mask)[LOGITS])
         if self.task_type == "regression":
             prediction = losses.mse(s_logits, t_logits)
         elif self.task_type == "ner":

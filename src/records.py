@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 ColumnSpec = Dict[str, Tuple[str, Tuple[int, ...]]]
 FORMATS = ("mindrecord", "tfrecord")
-DTYPES = ("int32", "int64")
+DTYPES = ("int32", "int64", "float32")  # float32: MindRecord only (e.g. stored teacher logits)
 SCHEMA_SUFFIX = ".schema.json"
 PROGRESS_MIN_ROWS = 10_000  # below this a progress bar is noise
 
@@ -209,6 +209,9 @@ def _row_arrays(row: Dict[str, Any], index: int, columns: ColumnSpec) -> Dict[st
         raise ValueError(f"row {index}: columns {sorted(row)}; expected exactly {sorted(columns)}")
     out = {}
     for name, (dtype, shape) in columns.items():
+        if dtype == "float32":
+            out[name] = _float_array(row[name], index, name, shape)
+            continue
         try:
             value = np.asarray(row[name])
         except ValueError:  # ragged nesting
@@ -228,6 +231,18 @@ def _row_arrays(row: Dict[str, Any], index: int, columns: ColumnSpec) -> Dict[st
             raise ValueError(f"row {index}: column {name!r} has values outside int32")
         out[name] = value.astype(dtype)
     return out
+
+
+def _float_array(raw: Any, index: int, name: str, shape: Sequence[int]) -> np.ndarray:
+    try:
+        value = np.asarray(raw, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise ValueError(f"row {index}: column {name!r} holds non-numeric values; expected float32") from None
+    if value.shape != tuple(shape):
+        raise ValueError(f"row {index}: column {name!r} has shape {list(value.shape)}; expected {list(shape)}")
+    if not np.isfinite(value).all():
+        raise ValueError(f"row {index}: column {name!r} has non-finite values")
+    return value
 
 
 def schema_dict(columns: ColumnSpec, num_rows: int, dataset_type: str) -> Dict[str, Any]:
@@ -370,6 +385,9 @@ def write_records(rows: Iterable[Dict[str, Any]], output: str, columns: Dict[str
     if not isinstance(num_shards, int) or num_shards < 1:
         raise ValueError(f"write_records: num_shards {num_shards!r}; expected an int >= 1")
     _check_columns(columns)
+    floats = sorted(name for name, (dtype, _) in columns.items() if dtype == "float32")
+    if floats and fmt != "mindrecord":
+        raise ValueError(f"write_records: float32 columns {floats} can only be written to MindRecord, not {fmt}")
     parent = os.path.dirname(os.path.abspath(output))
     os.makedirs(parent, exist_ok=True)
     tmp_dir = tempfile.mkdtemp(prefix=".tmp-records-", dir=parent)

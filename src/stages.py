@@ -12,6 +12,7 @@ directories (their manifest names the checkpoint: best if the stage evaluated, e
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -20,7 +21,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from mindspore import nn
 
 from src import checkpoint as ckpt
+from src import teacher_cache
 from src.config import BertConfig, ConfigError, GDConfig, TDConfig, resolve_layer_map, to_dict
+from src.dataset import resolve_files
 from src.distill import DistillLoss, build_fit_dense
 from src.modeling import build_model, cpu_gelu
 from src.runtime import Runtime
@@ -157,11 +160,12 @@ def _fit_dense_beside(student_ckpt: str) -> Optional[str]:
 
 
 def _training_kernels(fn):
-    """Networks a training stage builds use the fast exact-GELU kernel on CPU (run.cpu_gelu); the setting is
-    restored afterwards, so evaluation and export in the same process keep MindSpore's GeLU."""
+    """Networks a training stage builds use the fast exact-GELU kernel on CPU (run.cpu_gelu) and view ops for
+    the attention heads (less memory); the settings are restored afterwards, so networks built later in the same
+    process for evaluation or export keep MindSpore's GeLU and ops.transpose."""
     @functools.wraps(fn)
     def wrapped(cfg: Any, runtime: Runtime, *args: Any, **kwargs: Any) -> Dict[str, Any]:
-        with cpu_gelu(cfg.run.cpu_gelu if runtime.device_target == "CPU" else "builtin"):
+        with cpu_gelu(cfg.run.cpu_gelu if runtime.device_target == "CPU" else "builtin", views=True):
             return fn(cfg, runtime, *args, **kwargs)
     return wrapped
 
@@ -371,13 +375,30 @@ def run_phase2(cfg: TDConfig, runtime: Runtime, overwrite: bool = False, stop_af
     resume = prepare_run_dir(run_dir, config, overwrite)
     head, kwargs = task_head(cfg)
     student = load_network(student_path, "student", cfg.student, head, **kwargs)
-    loss_net = DistillLoss(student, teacher, "prediction", cfg.distill, task_type=cfg.task.type)
+    data, columns, stored = cfg.data, TD_COLUMNS, None
+    if cfg.distill.store_teacher_logits and teacher_cache.supported(cfg.task.type) and \
+            not (resume or {}).get("status") == "finished":
+        stored = teacher_cache.build(teacher, resolve_files(list(cfg.data.train_files)), TD_COLUMNS, cfg.data,
+                                     teacher_cache.store_path(cfg.run.output_dir, runtime.rank),
+                                     config["teacher_sha256"], cfg.task.num_labels, cfg.eval.batch_size, progress)
+        data = dataclasses.replace(cfg.data, train_files=(stored["path"],), dataset_type="mindrecord",
+                                   schema_file="")
+        columns = TD_COLUMNS + [teacher_cache.LOGITS_COLUMN]
+        teacher = None  # not in the training graph
+    elif cfg.distill.store_teacher_logits and not teacher_cache.supported(cfg.task.type):
+        logger.info("distill.store_teacher_logits: %s logits are per token; phase 2 runs the teacher every step",
+                    cfg.task.type)
+    loss_net = DistillLoss(student, teacher, "prediction", cfg.distill, task_type=cfg.task.type,
+                           stored_teacher_logits=stored is not None)
     stage = Stage(name="phase2", run_dir=run_dir, stage=cfg.td.phase2, loss_net=loss_net,
-                  params=loss_net.optimizer_params(), student=student, data=cfg.data, columns=TD_COLUMNS,
+                  params=loss_net.optimizer_params(), student=student, data=data, columns=columns,
                   config=config, started_from={"teacher": _source(teacher_path), "student": _source(student_path)},
                   graph=runtime.graph, rank=runtime.rank, world_size=runtime.world_size, data_seed=cfg.run.data_seed,
                   evaluator=_evaluator(cfg, student), eval_steps=cfg.eval.eval_steps,
-                  stop_after_steps=stop_after_steps, progress=progress, extra_manifest={"full_config": to_dict(cfg)})
+                  stop_after_steps=stop_after_steps, progress=progress,
+                  extra_manifest={"full_config": to_dict(cfg),
+                                  "teacher_logits": ({k: stored[k] for k in ("path", "rows", "seconds", "reused")}
+                                                     if stored else None)})
     return run_stage(stage, resume)
 
 

@@ -94,8 +94,9 @@ def resolve_stage_checkpoint(path: str, which: str = "auto") -> str:
 
 
 _UNSET_EQUIVALENTS = (None, "", (), [], {})
-# How often to log and save changes nothing a run computes: a resumed run may change them.
-_NOT_RESULT_KEYS = {"log_steps", "save_steps", "keep_checkpoints"}
+# How often to log and save changes nothing a run computes: a resumed run may change them. Nor does reading
+# the teacher's logits from the store instead of computing them in the step (the same numbers).
+_NOT_RESULT_KEYS = {"log_steps", "save_steps", "keep_checkpoints", "store_teacher_logits"}
 
 
 def config_difference(old: Dict[str, Any], new: Dict[str, Any], prefix: str = "") -> List[str]:
@@ -103,7 +104,7 @@ def config_difference(old: Dict[str, Any], new: Dict[str, Any], prefix: str = ""
 
     Keys only one side has are compared as unset: a key added to the schema since the run was made, at its
     empty default, and a key the schema no longer has, which nothing reads any more, do not count. Nor do
-    log_steps, save_steps and keep_checkpoints, which change no result.
+    log_steps, save_steps, keep_checkpoints and distill.store_teacher_logits, which change no result.
     """
     keys = sorted(set(old) | set(new))
     diffs = []

@@ -61,8 +61,33 @@ def test_bad_rows_and_arguments(tmp_path):
     with pytest.raises(ValueError, match="fmt 'csv'"):
         write_records(_rows(1), out, COLUMNS, fmt="csv")
     with pytest.raises(ValueError, match="column 'x'.*expected \\(dtype, shape\\)"):
-        write_records(_rows(1), out, {"x": ("float32", (2,))}, fmt="tfrecord")
+        write_records(_rows(1), out, {"x": ("float64", (2,))}, fmt="tfrecord")
+    with pytest.raises(ValueError, match=r"float32 columns \['x'\] can only be written to MindRecord, not tfrecord"):
+        write_records([{"x": [0.5, 1.5]}], out, {"x": ("float32", (2,))}, fmt="tfrecord")
     assert not os.path.exists(out)  # a failed write leaves no file under the final name
+
+
+def test_float32_columns_in_mindrecord(tmp_path):
+    """Stored model outputs (teacher logits): float32 [C] next to int columns, read back exactly by the loader
+    (not cast to int, not squeezed, not trimmed by length bucketing); bad values name the row and column."""
+    from src.dataset import create_tinybert_dataset
+
+    out = str(tmp_path / "d.mindrecord")
+    columns = {"input_ids": ("int32", (S,)), "input_mask": ("int32", (S,)), "label_ids": ("int32", (1,)),
+               "logits": ("float32", (1,))}
+    rows = [{"input_ids": [5] * (i + 1) + [0] * (S - i - 1), "input_mask": [1] * (i + 1) + [0] * (S - i - 1),
+             "label_ids": [i % 2], "logits": [i + 0.25]} for i in range(4)]
+    write_records(rows, out, columns)
+    data = create_tinybert_dataset(out, list(columns), 4, S, shuffle=False, drop_remainder=False,
+                                   bucket_boundaries=[4])
+    batch = next(data.create_dict_iterator(num_epochs=1, output_numpy=True))
+    assert batch["input_ids"].shape == (4, 4) and batch["label_ids"].shape == (4,)  # trimmed; labels squeezed
+    assert batch["logits"].dtype == np.float32 and batch["logits"].shape == (4, 1)
+    np.testing.assert_array_equal(np.sort(batch["logits"][:, 0]), [0.25, 1.25, 2.25, 3.25])
+    with pytest.raises(ValueError, match=r"row 1: column 'logits' has non-finite values"):
+        write_records([rows[0], dict(rows[1], logits=[float("nan")])], str(tmp_path / "e.mindrecord"), columns)
+    with pytest.raises(ValueError, match=r"row 0: column 'logits' has shape \[2\]; expected \[1\]"):
+        write_records([dict(rows[0], logits=[1.0, 2.0])], str(tmp_path / "e.mindrecord"), columns)
 
 
 def test_read_schema_errors(tmp_path):

@@ -245,3 +245,64 @@ def test_profiling_writes_a_trace_and_logs_the_costliest_ops(gd_setup, tmp_path)
     traces = list(folder.rglob("trace_view.json")) + list(folder.rglob("cpu_op_type_info_*.csv"))
     assert traces, sorted(str(p) for p in folder.rglob("*"))[:20]
     assert "profile: MatMul:" in proc.stderr or "profile: BatchMatMul:" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_phase2_with_stored_teacher_logits_equals_the_teacher_in_every_step(sst2_records, tmp_path):
+    """distill.store_teacher_logits (the default): the teacher's logits are computed once into
+    OUT/teacher_logits/rank_0/train.mindrecord, equal the teacher's own logits for every row, and phase 2 trained on
+    them ends with the weights of phase 2 with the teacher in every step (tiny nets without dropout, same seed);
+    a current store is reused, and a re-trained teacher makes a new one."""
+    import shutil
+
+    from src import teacher_cache
+    from src.dataset import create_tinybert_dataset
+
+    script = os.path.join(ROOT, "run_task_distill.py")
+    stored_out, online_out = tmp_path / "stored", tmp_path / "online"
+    config = td_config(sst2_records, stored_out)
+    run([script, "--config", config, "--phase", "finetune", "--no_progress"], cwd=tmp_path)
+    run([script, "--config", config, "--phase", "1", "--no_progress"], cwd=tmp_path)
+    for stage in ("teacher", "phase1"):
+        shutil.copytree(stored_out / stage, online_out / stage)
+    run([script, "--config", config, "--phase", "2", "--no_progress"], cwd=tmp_path)
+    run([script, "--config", config, "--phase", "2", "--no_progress", f"--run.output_dir={online_out}",
+         "--distill.store_teacher_logits=false"], cwd=tmp_path)
+
+    store = stored_out / "teacher_logits" / "rank_0" / "train.mindrecord"
+    manifest = json.loads((stored_out / "phase2" / "manifest.json").read_text())
+    assert manifest["teacher_logits"]["path"] == str(store) and manifest["teacher_logits"]["rows"] == 160
+    assert json.loads((online_out / "phase2" / "manifest.json").read_text())["teacher_logits"] is None
+    assert not (online_out / "teacher_logits").exists()
+
+    # The stored logits are the teacher's, row for row, in the source order.
+    teacher = ckpt.load_model(str(stored_out / "teacher" / "best.ckpt"))
+    teacher.set_train(False)
+    columns = ["input_ids", "input_mask", "segment_ids"]
+    batch = next(create_tinybert_dataset(str(sst2_records / "train.mindrecord"), columns, 1000, 32, shuffle=False,
+                                         drop_remainder=False).create_dict_iterator(num_epochs=1, output_numpy=True))
+    import mindspore as ms
+
+    expected = teacher(ms.Tensor(batch["input_ids"]), ms.Tensor(batch["segment_ids"]),
+                       ms.Tensor(batch["input_mask"]))[0].asnumpy()
+    np.testing.assert_allclose(teacher_cache.read_logits(str(store)), expected, atol=2e-5)
+
+    # Same training: same losses at every logged step and the same final weights.
+    def losses(out):
+        return [r["prediction"] for r in map(json.loads, (out / "phase2" / "metrics.jsonl").read_text().splitlines())
+                if r["type"] == "train"]
+    np.testing.assert_allclose(losses(stored_out), losses(online_out), rtol=1e-4, atol=1e-6)
+    a, b = weights(str(stored_out / "phase2" / "last.ckpt")), weights(str(online_out / "phase2" / "last.ckpt"))
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], atol=1e-4, err_msg=name)
+
+    # A current store is reused; another teacher checkpoint makes a new one.
+    run([script, "--config", config, "--phase", "2", "--no_progress", "--overwrite"], cwd=tmp_path)
+    assert json.loads((stored_out / "phase2" / "manifest.json").read_text())["teacher_logits"]["reused"] is True
+    run([script, "--config", config, "--phase", "finetune", "--no_progress", "--overwrite",
+         "--td.finetune.epochs=1"], cwd=tmp_path)
+    run([script, "--config", config, "--phase", "2", "--no_progress", "--overwrite"], cwd=tmp_path)
+    rebuilt = json.loads((stored_out / "phase2" / "manifest.json").read_text())["teacher_logits"]
+    assert rebuilt["reused"] is False
+    provenance = json.loads(open(str(store) + teacher_cache.PROVENANCE_SUFFIX, encoding="utf-8").read())
+    assert provenance["teacher_sha256"] == ckpt.read_metadata(str(stored_out / "teacher" / "best.ckpt"))["sha256"]

@@ -1,0 +1,170 @@
+"""Teacher logits computed once and stored with the training records, for TD phase 2.
+
+Phase 2 (prediction-layer distillation) reads only the teacher's logits, and the teacher runs in eval mode
+(dropout off), so an example's teacher logits are the same at every epoch. The PyTorch original recomputes them
+at every step, padded to max_seq_length; here they are computed once, in inference mode, sorted by length and
+trimmed to a few bucket lengths, and written as a ``teacher_logits`` float32 column next to the example's own
+columns (rows in the source order, so shuffling with the same seed gives the same batches). Phase 2 then trains
+without a teacher in the graph: less time per step and less memory. The result is the same up to float rounding
+(tests/test_teacher_cache.py compares the stored logits with the teacher's and the two phase-2 runs).
+
+The store is ``OUT/teacher_logits/rank_<r>/train.mindrecord`` (every data-parallel rank writes its own copy of
+all rows, so no rank waits for another) with ``train.mindrecord.provenance.json``: the teacher checkpoint's
+sha256 and every source file's size and modification time. A store whose provenance differs is rebuilt.
+Classification and regression only: NER logits are per token, and phase 2 runs the teacher for them.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import time
+from typing import Any, Dict, Iterator, List, Optional, Sequence
+
+import numpy as np
+
+from src.records import read_schema, schema_path_for, write_records
+
+logger = logging.getLogger(__name__)
+
+LOGITS_COLUMN = "teacher_logits"
+PROVENANCE_SUFFIX = ".provenance.json"
+CHUNK_ROWS = 4096  # rows sorted by length together (bounded memory for any dataset size)
+
+
+def supported(task_type: str) -> bool:
+    """Tasks whose teacher logits are one [C] vector per example."""
+    return task_type in ("classification", "regression")
+
+
+def store_path(output_dir: str, rank: int = 0) -> str:
+    return os.path.join(output_dir, "teacher_logits", f"rank_{rank}", "train.mindrecord")
+
+
+def _bucket_lengths(seq_length: int, boundaries: Sequence[int]) -> List[int]:
+    lengths = sorted({int(b) for b in boundaries if 2 <= int(b) <= seq_length})
+    if not lengths:  # a few compiled shapes: 16, 32, 64, ... up to seq_length
+        lengths = [b for b in (16, 32, 64, 128, 256) if b < seq_length]
+    return lengths + [seq_length] if not lengths or lengths[-1] != seq_length else lengths
+
+
+def provenance(files: Sequence[str], teacher_sha256: str, seq_length: int, num_labels: int) -> Dict[str, Any]:
+    sources = []
+    for path in files:
+        stat = os.stat(path)
+        sources.append({"path": os.path.abspath(path), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns})
+    return {"teacher_sha256": teacher_sha256, "sources": sources, "seq_length": int(seq_length),
+            "num_labels": int(num_labels), "column": LOGITS_COLUMN}
+
+
+def is_current(path: str, expected: Dict[str, Any]) -> bool:
+    """True when the store at `path` exists and was built from exactly `expected` (see provenance())."""
+    try:
+        with open(path + PROVENANCE_SUFFIX, encoding="utf-8") as f:
+            found = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return os.path.isfile(path) and {k: found.get(k) for k in expected} == expected
+
+
+def _source_rows(files: Sequence[str], columns: Sequence[str], seq_length: int, data: Any) -> Iterator[Dict]:
+    """Rows of the training files in order, unshuffled, with the columns as stored (padded to seq_length)."""
+    from src.dataset import create_tinybert_dataset  # pylint: disable=import-outside-toplevel
+
+    dataset = create_tinybert_dataset(list(files), list(columns), CHUNK_ROWS, seq_length,
+                                      dataset_type=data.dataset_type, schema_file=data.schema_file or None,
+                                      shuffle=False, drop_remainder=False)
+    for batch in dataset.create_dict_iterator(num_epochs=1, output_numpy=True):
+        yield {name: np.asarray(batch[name]) for name in columns}
+
+
+def build(teacher: Any, files: Sequence[str], columns: Sequence[str], data: Any, output: str, teacher_sha256: str,
+          num_labels: int, batch_size: int = 64, progress: bool = True) -> Dict[str, Any]:
+    """Compute the teacher's logits for every row of `files` and write `output` (MindRecord) with `columns` plus
+    LOGITS_COLUMN; skip when a current store exists. Returns {"path", "rows", "seconds", "reused"}."""
+    import mindspore as ms  # pylint: disable=import-outside-toplevel
+
+    from src.modeling import LOGITS  # pylint: disable=import-outside-toplevel
+
+    files = list(files)
+    expected = provenance(files, teacher_sha256, data.seq_length, num_labels)
+    if is_current(output, expected):
+        with open(output + PROVENANCE_SUFFIX, encoding="utf-8") as f:
+            rows = json.load(f)["rows"]
+        logger.info("teacher logits: %s is current (%d rows), reusing it", output, rows)
+        return {"path": output, "rows": rows, "seconds": 0.0, "reused": True}
+    start = time.time()
+    seq_length = data.seq_length
+    lengths = _bucket_lengths(seq_length, data.bucket_boundaries)
+    teacher.set_train(False)
+
+    @ms.jit
+    def forward(ids, mask, segments):
+        return teacher(ids, segments, mask)[LOGITS]
+
+    schema = read_schema(files[0]) if os.path.exists(schema_path_for(files[0])) else None
+    shapes = {name: list(col["shape"]) for name, col in schema["columns"].items()} if schema else {}
+    done = {"rows": 0}
+
+    def rows() -> Iterator[Dict[str, Any]]:
+        last_report = time.time()
+        for chunk in _source_rows(files, columns, seq_length, data):
+            ids, mask, segments = chunk["input_ids"], chunk["input_mask"], chunk["segment_ids"]
+            n = ids.shape[0]
+            logits = np.zeros((n, num_labels), np.float32)
+            true_len = mask.sum(axis=1)
+            order = np.argsort(true_len, kind="stable")
+            for lo in range(0, n, batch_size):
+                idx = order[lo:lo + batch_size]
+                width = next(b for b in lengths if b >= int(true_len[idx].max()))
+                # a full batch every time (the last one padded with copies of its first row): one graph per length
+                take = np.concatenate([idx, np.full(batch_size - len(idx), idx[0])]) if len(idx) < batch_size \
+                    else idx
+                out = forward(ms.Tensor(ids[take, :width].astype(np.int32)),
+                              ms.Tensor(mask[take, :width].astype(np.int32)),
+                              ms.Tensor(segments[take, :width].astype(np.int32)))
+                logits[idx] = out.asnumpy().reshape(len(take), -1)[:len(idx)]
+            for i in range(n):
+                row = {name: chunk[name][i] for name in columns}
+                row[LOGITS_COLUMN] = logits[i]
+                yield row
+            done["rows"] += n
+            if progress and time.time() - last_report > 10:
+                rate = done["rows"] / max(time.time() - start, 1e-9)
+                logger.info("teacher logits: %d rows, %.0f rows/s", done["rows"], rate)
+                last_report = time.time()
+
+    stream = rows()
+    first = next(stream, None)
+    if first is None:
+        raise ValueError(f"{files}: no rows to compute teacher logits for")
+    spec = {name: ("int32", (1,) if shapes.get(name) == [1] else tuple(np.shape(first[name]))) for name in columns}
+    spec[LOGITS_COLUMN] = ("float32", (num_labels,))
+
+    def shaped(stream: Iterator[Dict[str, Any]]) -> Iterator[Dict[str, Any]]:
+        for row in stream:
+            yield {k: (np.reshape(v, spec[k][1]) if k != LOGITS_COLUMN else v) for k, v in row.items()}
+
+    write_records(shaped(itertools.chain([first], stream)), output, spec, "mindrecord")
+    seconds = time.time() - start
+    info = dict(expected, rows=done["rows"], seconds=round(seconds, 2),
+                rows_per_s=round(done["rows"] / max(seconds, 1e-9), 1), bucket_lengths=lengths)
+    tmp = output + PROVENANCE_SUFFIX + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=2)
+    os.replace(tmp, output + PROVENANCE_SUFFIX)
+    logger.info("teacher logits: %d rows in %.1f s (%.0f rows/s, lengths %s) -> %s", done["rows"], seconds,
+                info["rows_per_s"], lengths, output)
+    return {"path": output, "rows": done["rows"], "seconds": seconds, "reused": False}
+
+
+def read_logits(path: str) -> Optional[np.ndarray]:
+    """All stored logits in row order (for tests and inspection)."""
+    from mindspore.mindrecord import FileReader  # pylint: disable=import-outside-toplevel
+
+    reader = FileReader(path)
+    try:
+        return np.stack([np.asarray(row[LOGITS_COLUMN]) for row in reader.get_next()]) if reader.len() else None
+    finally:
+        reader.close()
