@@ -125,15 +125,16 @@ def main():
             print("RESULT " + json.dumps(result), flush=True)
     print(f"\nGD step, teacher {args.teacher}, student {args.student}, seq {args.seq}, float32; median of "
           f"{args.steps} steps after {args.warmup} warm-up; load average now {os.getloadavg()[0]:.2f}\n")
-    print("| side | batch | s/step | samples/s | peak RSS | vs PyTorch (samples/s) |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| side | batch | s/step | samples/s | peak RSS | vs PyTorch (samples/s) | peak RSS / PyTorch's |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         side = row["side"] if row["side"] != "mindspore" else \
             f"MindSpore 2.10 GRAPH, GELU {row['cpu_gelu']}{'' if row.get('views', True) else ', no views'}"
         torch_row = next((r for r in rows if r["side"].startswith("pytorch") and r["batch"] == row["batch"]), None)
         ratio = f"{row['samples_per_s'] / torch_row['samples_per_s']:.2f}x" if torch_row else ""
+        memory = f"{row['maxrss_mb'] / torch_row['maxrss_mb']:.2f}x" if torch_row else ""
         print(f"| {side} | {row['batch']} | {row['median_step_s']:.3f} | {row['samples_per_s']:.2f} | "
-              f"{row['maxrss_mb'] / 1024:.1f} GB | {ratio} |")
+              f"{row['maxrss_mb'] / 1024:.1f} GB | {ratio} | {memory} |")
     return 0
 
 
