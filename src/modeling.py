@@ -112,8 +112,9 @@ def set_cpu_gelu(kind: str) -> None:
 
 
 def set_cpu_views(enabled: bool) -> None:
-    """Whether attention built from now on splits and merges heads with mint view ops on CPU (training: see
-    BertSelfAttention) or with ops.transpose (the default; exporters know no view ops)."""
+    """Whether attention built from now on splits and merges heads the training way on CPU (the SwapAxes12 AOT
+    kernel, or mint views when it cannot be built; see BertSelfAttention) or with ops.transpose (the default:
+    exporters know neither custom nor view ops)."""
     global _CPU_VIEWS  # pylint: disable=global-statement
     _CPU_VIEWS = bool(enabled)
 

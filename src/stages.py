@@ -160,9 +160,10 @@ def _fit_dense_beside(student_ckpt: str) -> Optional[str]:
 
 
 def _training_kernels(fn):
-    """Networks a training stage builds use the fast exact-GELU kernel on CPU (run.cpu_gelu) and view ops for
-    the attention heads (less memory); the settings are restored afterwards, so networks built later in the same
-    process for evaluation or export keep MindSpore's GeLU and ops.transpose."""
+    """Networks a training stage builds use the fast exact-GELU kernel on CPU (run.cpu_gelu) and the training
+    attention head split/merge (set_cpu_views: the SwapAxes12 kernel, less memory); the settings are restored
+    afterwards, so networks built later in the same process for evaluation or export keep MindSpore's GeLU and
+    ops.transpose."""
     @functools.wraps(fn)
     def wrapped(cfg: Any, runtime: Runtime, *args: Any, **kwargs: Any) -> Dict[str, Any]:
         with cpu_gelu(cfg.run.cpu_gelu if runtime.device_target == "CPU" else "builtin", views=True):
@@ -377,7 +378,7 @@ def run_phase2(cfg: TDConfig, runtime: Runtime, overwrite: bool = False, stop_af
     student = load_network(student_path, "student", cfg.student, head, **kwargs)
     data, columns, stored = cfg.data, TD_COLUMNS, None
     if cfg.distill.store_teacher_logits and teacher_cache.supported(cfg.task.type) and \
-            not (resume or {}).get("status") == "finished":
+            (resume or {}).get("status") != "finished":
         stored = teacher_cache.build(teacher, resolve_files(list(cfg.data.train_files)), TD_COLUMNS, cfg.data,
                                      teacher_cache.store_path(cfg.run.output_dir, runtime.rank),
                                      config["teacher_sha256"], cfg.task.num_labels, cfg.eval.batch_size, progress)

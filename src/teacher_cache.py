@@ -24,7 +24,8 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
-from src.records import read_schema, schema_path_for, write_records
+from src.dataset import validate_files
+from src.records import write_records
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +104,8 @@ def build(teacher: Any, files: Sequence[str], columns: Sequence[str], data: Any,
     def forward(ids, mask, segments):
         return teacher(ids, segments, mask)[LOGITS]
 
-    schema = read_schema(files[0]) if os.path.exists(schema_path_for(files[0])) else None
-    shapes = {name: list(col["shape"]) for name, col in schema["columns"].items()} if schema else {}
+    # the columns' shapes as stored (a [1] label stays [1]), from the loader's own schema checks
+    shapes = validate_files(files, columns, seq_length, data.dataset_type, data.schema_file or None)
     done = {"rows": 0}
 
     def rows() -> Iterator[Dict[str, Any]]:
