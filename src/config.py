@@ -121,6 +121,9 @@ class RunConfig:
     # within 2.4e-7, ~13x faster than MindSpore's, compiled with g++ on first use, falls back if it cannot be);
     # "builtin" = MindSpore's GeLU. Evaluation-only commands and exports always use the builtin one.
     cpu_gelu: Literal["aot", "builtin"] = "aot"
+    # Write checkpoints on a background thread (a copy of the weights and Adam moments is taken at each save;
+    # training goes on while it is serialised and fsync'ed). false: training waits for each save.
+    async_checkpoints: bool = True
 
 
 @dataclass(frozen=True)

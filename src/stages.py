@@ -207,6 +207,7 @@ def run_general_distill(cfg: GDConfig, runtime: Runtime, overwrite: bool = False
                   student=student, data=cfg.data, columns=GD_COLUMNS, config=config, started_from=started,
                   graph=runtime.graph, rank=runtime.rank, world_size=runtime.world_size, data_seed=cfg.run.data_seed,
                   fit_dense=fit_dense, stop_after_steps=stop_after_steps, progress=progress,
+                  async_checkpoints=cfg.run.async_checkpoints,
                   extra_manifest={"layer_map": [list(p) for p in pairs], "full_config": to_dict(cfg)})
     return run_stage(stage, resume)
 
@@ -331,7 +332,8 @@ def run_finetune(cfg: TDConfig, runtime: Runtime, target: str = "teacher", overw
                   params=loss_net.optimizer_params(), student=net, data=cfg.data, columns=TD_COLUMNS, config=config,
                   started_from=started, graph=runtime.graph, rank=runtime.rank, world_size=runtime.world_size,
                   data_seed=cfg.run.data_seed, evaluator=_evaluator(cfg, net), eval_steps=cfg.eval.eval_steps,
-                  stop_after_steps=stop_after_steps, progress=progress, extra_manifest={"full_config": to_dict(cfg)})
+                  stop_after_steps=stop_after_steps, progress=progress,
+                  async_checkpoints=cfg.run.async_checkpoints, extra_manifest={"full_config": to_dict(cfg)})
     return run_stage(stage, resume)
 
 
@@ -355,6 +357,7 @@ def run_phase1(cfg: TDConfig, runtime: Runtime, overwrite: bool = False, stop_af
                   config=config, started_from={"teacher": _source(teacher_path), "student": student_source},
                   graph=runtime.graph, rank=runtime.rank, world_size=runtime.world_size, data_seed=cfg.run.data_seed,
                   fit_dense=fit_dense, stop_after_steps=stop_after_steps, progress=progress,
+                  async_checkpoints=cfg.run.async_checkpoints,
                   extra_manifest={"layer_map": [list(p) for p in pairs], "full_config": to_dict(cfg)})
     return run_stage(stage, resume)
 
@@ -397,6 +400,7 @@ def run_phase2(cfg: TDConfig, runtime: Runtime, overwrite: bool = False, stop_af
                   graph=runtime.graph, rank=runtime.rank, world_size=runtime.world_size, data_seed=cfg.run.data_seed,
                   evaluator=_evaluator(cfg, student), eval_steps=cfg.eval.eval_steps,
                   stop_after_steps=stop_after_steps, progress=progress,
+                  async_checkpoints=cfg.run.async_checkpoints,
                   extra_manifest={"full_config": to_dict(cfg),
                                   "teacher_logits": ({k: stored[k] for k in ("path", "rows", "seconds", "reused")}
                                                      if stored else None)})

@@ -10,6 +10,10 @@ A stage (GD, TD phase 1, TD phase 2, fine-tuning) writes everything to its run d
     fit_dense.ckpt  the hidden-state projection(s) (GD and phase 1), reloaded by the next stage
     state.ckpt      everything needed to resume: student, fit_dense, Adam moments, optimizer step, loss scale
 
+Checkpoints are written by a background thread (checkpoint.CheckpointWriter): each save copies the weights,
+moments and manifest on the training thread, then serialises, hashes, fsyncs and renames them into place while
+training goes on; the manifest is written last, so it never names a file that is not complete.
+
 Resumption: the data order of epoch e is fixed by `data_seed + e`; the manifest records the epoch and the
 number of batches consumed in it, so a resumed run skips exactly those and continues with the same weights,
 moments, loss scale and learning-rate position. (Dropout's random stream is not restored.)
@@ -160,7 +164,11 @@ class Evaluator:
         logits, labels = [], []
         try:
             for ids, mask, segments, label in dataset.create_tuple_iterator(num_epochs=1):
-                batch_logits, batch_labels = self.net(ids, segments, mask)[0].asnumpy(), label.asnumpy()
+                n = int(ids.shape[0])
+                if n < self.batch_size:  # the last batch (of each bucket): padded with copies of its first row,
+                    ids, mask, segments = (_pad_rows(t, self.batch_size) for t in (ids, mask, segments))
+                # so graph mode compiles one eval graph per length, not one more per partial batch
+                batch_logits, batch_labels = self.net(ids, segments, mask)[0].asnumpy()[:n], label.asnumpy()
                 if batch_logits.ndim == 3 and batch_logits.shape[1] < self.data.seq_length:
                     # token logits of a bucketed batch: pad back to seq_length; padded positions are not scored
                     pad = self.data.seq_length - batch_logits.shape[1]
@@ -179,6 +187,11 @@ class Evaluator:
             results[eval_set.name] = evaluate(self.metric, logits, labels, self.label_names)
         first = self.sets[0].name
         return {"score": float(results[first]["score"]), "metric": self.metric, "select_set": first, "sets": results}
+
+
+def _pad_rows(tensor: ms.Tensor, rows: int) -> ms.Tensor:
+    value = tensor.asnumpy()
+    return ms.Tensor(np.concatenate([value, np.repeat(value[:1], rows - value.shape[0], axis=0)]))
 
 
 def eval_sets_from(files: Sequence[str]) -> List[EvalSet]:
@@ -219,6 +232,7 @@ class Stage:
     evaluator: Optional[Evaluator] = None
     eval_steps: int = 0  # also evaluate every K steps (0: after each epoch only)
     stop_after_steps: int = 0  # testing aid: exit abruptly (no save) after this many steps
+    async_checkpoints: bool = True  # write checkpoints on a background thread (run.async_checkpoints)
     progress: bool = True
     extra_manifest: Dict[str, Any] = field(default_factory=dict)
 
@@ -247,10 +261,13 @@ def _state_params(stage: Stage) -> Dict[str, Tuple[str, ms.Parameter]]:
     return out
 
 
-def save_fit_dense(fit_dense: nn.Cell, path: str, student_hidden: int, teacher_hidden: int) -> str:
-    return ckpt.save_checkpoint(dict(ckpt.named_parameters(fit_dense)), path,
-                                head={"type": "fit_dense", "count": int(fit_dense.count),
-                                      "student_hidden": student_hidden, "teacher_hidden": teacher_hidden})
+def save_fit_dense(fit_dense: Any, path: str, student_hidden: int, teacher_hidden: int,
+                   count: Optional[int] = None) -> str:
+    """fit_dense.ckpt from the FitDense Cell, or from a name -> array snapshot of it (then `count` is needed)."""
+    params = dict(ckpt.named_parameters(fit_dense)) if isinstance(fit_dense, nn.Cell) else fit_dense
+    count = int(fit_dense.count) if count is None else int(count)
+    return ckpt.save_checkpoint(params, path, head={"type": "fit_dense", "count": count,
+                                                    "student_hidden": student_hidden, "teacher_hidden": teacher_hidden})
 
 
 def load_fit_dense(fit_dense: nn.Cell, path: str) -> bool:
@@ -368,6 +385,8 @@ def _loop(stage: Stage, step: TrainStep, manifest: Dict[str, Any], total_steps: 
     run_start, run_start_step = time.time(), manifest["step"]
     grad_norm = 0.0
     dummy_labels = None
+    writer = ckpt.CheckpointWriter(stage.async_checkpoints)
+    completed = False
     try:
         while manifest["step"] < total_steps:
             epoch, skip = manifest["position"]["epoch"], manifest["position"]["batch"]
@@ -400,29 +419,39 @@ def _loop(stage: Stage, step: TrainStep, manifest: Dict[str, Any], total_steps: 
                     count = 0
                     window_start = time.time()
                 if stage.stop_after_steps and done == stage.stop_after_steps:
+                    writer.wait()  # a save begun before the simulated crash lands, so tests know what is on disk
                     logger.warning("stop_after_steps=%d reached: exiting without saving (simulated crash)", done)
                     os._exit(CRASH_EXIT_CODE)  # pylint: disable=protected-access
                 if stage.evaluator is not None and stage.eval_steps and done % stage.eval_steps == 0:
-                    _evaluate(stage, manifest)
+                    _evaluate(stage, manifest, writer)
                 if done % stage.stage.save_steps == 0:
-                    _save(stage, step, manifest)
+                    _save(stage, step, manifest, writer)
                 if done >= total_steps:
                     break
             if manifest["position"]["batch"] >= steps_per_epoch or manifest["step"] >= total_steps:
                 if manifest["position"]["batch"] >= steps_per_epoch:
                     manifest["position"] = {"epoch": epoch + 1, "batch": 0}
                 if stage.evaluator is not None and not (stage.eval_steps and manifest["step"] % stage.eval_steps == 0):
-                    _evaluate(stage, manifest)
-                _save(stage, step, manifest)
+                    _evaluate(stage, manifest, writer)
+                _save(stage, step, manifest, writer)
+        completed = True
     except KeyboardInterrupt:
         logger.warning("interrupted at step %d: saving state so the run can resume", manifest["step"])
-        _save(stage, step, manifest)
+        _save(stage, step, manifest, writer)
+        writer.wait()
         raise
     finally:
         bar.close()
+        if completed:
+            writer.wait()  # the stage is finished only when its last checkpoint is on disk
+        else:
+            try:
+                writer.wait()  # let the save in flight land; the error already raised is the one to report
+            except RuntimeError as exc:
+                logger.error("%s", exc)
 
 
-def _evaluate(stage: Stage, manifest: Dict[str, Any]) -> None:
+def _evaluate(stage: Stage, manifest: Dict[str, Any], writer: ckpt.CheckpointWriter) -> None:
     started = time.time()
     result = stage.evaluator()
     result.update(step=manifest["step"], epoch=manifest["position"]["epoch"], seconds=time.time() - started)
@@ -436,38 +465,55 @@ def _evaluate(stage: Stage, manifest: Dict[str, Any]) -> None:
     if improved:
         manifest["metrics"]["best"] = result
         if stage.is_main:
-            ckpt.save_model(stage.student, os.path.join(stage.run_dir, BEST),
-                            extra={"stage": stage.name, "step": manifest["step"], "metrics": result})
-            manifest["checkpoints"]["best"] = BEST
+            weights, config = ckpt.snapshot(stage.student), stage.student.config
+            head = ckpt.head_spec(stage.student)
+            extra = {"stage": stage.name, "step": manifest["step"], "metrics": result}
+            path = os.path.join(stage.run_dir, BEST)
+            writer.submit(lambda: ckpt.save_checkpoint(weights, path, config, head, extra))
+            manifest["checkpoints"]["best"] = BEST  # written to the manifest by the next _save, after this file
 
 
-def _save(stage: Stage, step: TrainStep, manifest: Dict[str, Any]) -> None:
+def _save(stage: Stage, step: TrainStep, manifest: Dict[str, Any], writer: ckpt.CheckpointWriter) -> None:
+    """Snapshot the student, fit_dense, optimizer state and manifest now; the writer puts them on disk."""
     if not stage.is_main:
         return
     run_dir = stage.run_dir
-    ckpt.save_model(stage.student, os.path.join(run_dir, LAST), extra={"stage": stage.name, "step": manifest["step"]})
+    student = ckpt.snapshot(stage.student)
+    config, head = stage.student.config, ckpt.head_spec(stage.student)
+    extra = {"stage": stage.name, "step": manifest["step"]}
+    state = {f"student.{name}": value for name, value in student.items()}  # the names _state_params uses
+    fit = None
     manifest["checkpoints"]["last"] = LAST
     if stage.fit_dense is not None:
-        teacher_hidden = int(stage.fit_dense.layers[0].weight.shape[0])
-        save_fit_dense(stage.fit_dense, os.path.join(run_dir, FIT_DENSE), stage.student.config.hidden_size,
-                       teacher_hidden)
+        fit = ckpt.snapshot(stage.fit_dense)
+        state.update({f"fit_dense.{name}": value for name, value in fit.items()})
+        fit_args = (stage.student.config.hidden_size, int(stage.fit_dense.layers[0].weight.shape[0]),
+                    int(stage.fit_dense.count))
         manifest["checkpoints"]["fit_dense"] = FIT_DENSE
-    state = {name: p.asnumpy() for name, p in _state_params(stage).items()}
-    state.update(step.state_dict())
-    ckpt.save_checkpoint(state, os.path.join(run_dir, STATE), head={"type": "training_state"},
-                         extra={"step": manifest["step"], "position": manifest["position"]})
+    state.update({name: np.array(value, copy=True) for name, value in step.state_dict().items()})
     manifest["checkpoints"]["state"] = STATE
-    if stage.stage.keep_checkpoints > 1:
-        _keep_numbered(stage, manifest["step"])
-    write_json_atomic(os.path.join(run_dir, MANIFEST), manifest)
+    state_extra = {"step": manifest["step"], "position": dict(manifest["position"])}
+    keep = stage.stage.keep_checkpoints
+    saved_manifest = json.loads(json.dumps(manifest))
+
+    def write() -> None:
+        ckpt.save_checkpoint(student, os.path.join(run_dir, LAST), config, head, extra)
+        if fit is not None:
+            save_fit_dense(fit, os.path.join(run_dir, FIT_DENSE), fit_args[0], fit_args[1], fit_args[2])
+        ckpt.save_checkpoint(state, os.path.join(run_dir, STATE), head={"type": "training_state"}, extra=state_extra)
+        if keep > 1:
+            _keep_numbered(run_dir, student, config, head, extra, keep)
+        write_json_atomic(os.path.join(run_dir, MANIFEST), saved_manifest)  # last: names only complete files
+
+    writer.submit(write)
 
 
-def _keep_numbered(stage: Stage, step_number: int) -> None:
-    folder = os.path.join(stage.run_dir, "checkpoints")
-    ckpt.save_model(stage.student, os.path.join(folder, f"step_{step_number:08d}.ckpt"),
-                    extra={"stage": stage.name, "step": step_number})
+def _keep_numbered(run_dir: str, student: Dict[str, np.ndarray], config: Any, head: Dict[str, Any],
+                   extra: Dict[str, Any], keep: int) -> None:
+    folder = os.path.join(run_dir, "checkpoints")
+    ckpt.save_checkpoint(student, os.path.join(folder, f"step_{extra['step']:08d}.ckpt"), config, head, extra)
     numbered = sorted(f for f in os.listdir(folder) if f.startswith("step_") and f.endswith(".ckpt"))
-    for old in numbered[:-stage.stage.keep_checkpoints]:
+    for old in numbered[:-keep]:
         for path in (os.path.join(folder, old), ckpt.sidecar_path(os.path.join(folder, old))):
             if os.path.exists(path):
                 os.remove(path)

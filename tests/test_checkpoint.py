@@ -1,13 +1,15 @@
 """Checkpoint I/O: atomic saves with the config beside them, strict loads that list what is wrong."""
 import json
 import os
+import threading
 
 import numpy as np
 import mindspore as ms
 import pytest
 
-from src.checkpoint import (CheckpointError, load_checkpoint, load_model, load_params, read_checkpoint,
-                            read_metadata, read_model_config, save_checkpoint, save_model, sidecar_path)
+from src.checkpoint import (CheckpointError, CheckpointWriter, load_checkpoint, load_model, load_params,
+                            read_checkpoint, read_metadata, read_model_config, save_checkpoint, save_model,
+                            sidecar_path)
 from src.modeling import BertForSequenceClassification, BertForTokenClassification, BertModel
 
 
@@ -153,3 +155,29 @@ def test_missing_files_are_named(tiny_config, tmp_path):
 def test_checkpoint_path_must_end_with_ckpt(tiny_config, tmp_path):
     with pytest.raises(CheckpointError, match="must end with .ckpt"):
         save_checkpoint(BertModel(tiny_config), str(tmp_path / "model.bin"))
+
+
+def test_checkpoint_writer_overlaps_saves_in_order_and_reports_failures():
+    """Training goes on while a save runs; the next save and wait() block until it is done; a failed write is
+    raised on the training thread, once; enabled=False writes inline."""
+    writer = CheckpointWriter()
+    events = []
+    release = threading.Event()
+
+    def slow_save():
+        release.wait(10)
+        events.append("first")
+
+    writer.submit(slow_save)
+    assert events == []  # submit returned while the save is still running
+    release.set()
+    writer.submit(lambda: events.append("second"))  # starts only after the first is on disk
+    writer.wait()
+    assert events == ["first", "second"]
+    writer.submit(lambda: 1 / 0)
+    with pytest.raises(RuntimeError, match="writing a checkpoint failed: division by zero"):
+        writer.wait()
+    writer.wait()  # reported once
+    inline = CheckpointWriter(enabled=False)
+    inline.submit(lambda: events.append("inline"))
+    assert events[-1] == "inline"

@@ -7,6 +7,8 @@ import sys
 
 import numpy as np
 import mindspore as ms
+from mindspore import nn
+from mindspore.mindrecord import FileReader
 import pytest
 import yaml
 
@@ -55,6 +57,53 @@ def test_evaluator_scores_every_example_of_each_set(tmp_path, shared_data):
     logits, labels = evaluator.logits_and_labels([files[1]])
     assert logits.shape == (21, 2)
     assert result["sets"]["dev_mismatched"]["accuracy"] == pytest.approx(np.mean(logits.argmax(-1) == labels))
+
+
+class ShapeSpy(nn.Cell):
+    """The wrapped network, recording the input shapes it is called with."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+        self.shapes = []
+
+    def construct(self, ids, segments, mask):
+        self.shapes.append(tuple(ids.shape))
+        return self.net(ids, segments, mask)
+
+
+def test_evaluator_buckets_and_short_last_batches_give_each_example_its_own_logits(tmp_path, shared_data):
+    """With length buckets, each batch is trimmed to its bucket and the last (short) batch of each bucket is padded
+    to the full batch size with copies of a row, so graph mode compiles one graph per length; every example still
+    gets exactly the logits it gets alone at full length."""
+    vocab = os.path.join(shared_data, "vocab", "bert-base-uncased-vocab.txt")
+    dev = os.path.join(shared_data, "glue", "SST-2", "dev.tsv")
+    head_lines(dev, tmp_path / "dev.tsv", 30)
+    convert_task_data("sst2", str(tmp_path / "dev.tsv"), str(tmp_path / "dev.mindrecord"), vocab, seq_length=32)
+    ms.set_seed(3)
+    net = BertForSequenceClassification(BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=1,
+                                                   num_attention_heads=2, intermediate_size=20), 2)
+    net.set_train(False)
+    spy = ShapeSpy(net)
+    evaluator = Evaluator(spy, eval_sets_from([str(tmp_path / "dev.mindrecord")]),
+                          DataConfig(seq_length=32, bucket_boundaries=(8, 16)), batch_size=8, metric="accuracy")
+    logits, labels = evaluator.logits_and_labels([str(tmp_path / "dev.mindrecord")])
+    assert logits.shape == (29, 2) and labels.shape == (29,)
+    assert {s[0] for s in spy.shapes} == {8}  # full batches only, short ones padded
+    assert len({s[1] for s in spy.shapes}) > 1 and {s[1] for s in spy.shapes} <= {8, 16, 32}
+
+    reader = FileReader(str(tmp_path / "dev.mindrecord"))
+    alone = []
+    for row in reader.get_next():
+        one = [ms.Tensor(np.asarray(row[k], np.int32).reshape(1, -1)) for k in ("input_ids", "segment_ids",
+                                                                              "input_mask")]
+        alone.append((net(*one)[0].asnumpy()[0], int(np.asarray(row["label_ids"]).reshape(-1)[0])))
+    reader.close()
+    # bucketing reorders the examples: compare (logits, label) pairs as sorted sets
+    order = np.lexsort((logits[:, 1], logits[:, 0]))
+    expected = sorted(alone, key=lambda item: (item[0][0], item[0][1]))
+    np.testing.assert_allclose(logits[order], np.stack([e[0] for e in expected]), rtol=1e-5, atol=1e-6)
+    assert list(labels[order]) == [e[1] for e in expected]
 
 
 def test_evaluator_entity_f1_on_cluener(tmp_path, shared_data):
