@@ -465,7 +465,7 @@ def _evaluate(stage: Stage, manifest: Dict[str, Any], writer: ckpt.CheckpointWri
     if improved:
         manifest["metrics"]["best"] = result
         if stage.is_main:
-            weights, config = ckpt.snapshot(stage.student), stage.student.config
+            weights, config = writer.snapshot("best", stage.student), stage.student.config
             head = ckpt.head_spec(stage.student)
             extra = {"stage": stage.name, "step": manifest["step"], "metrics": result}
             path = os.path.join(stage.run_dir, BEST)
@@ -478,19 +478,19 @@ def _save(stage: Stage, step: TrainStep, manifest: Dict[str, Any], writer: ckpt.
     if not stage.is_main:
         return
     run_dir = stage.run_dir
-    student = ckpt.snapshot(stage.student)
+    student = writer.snapshot("student", stage.student)
     config, head = stage.student.config, ckpt.head_spec(stage.student)
     extra = {"stage": stage.name, "step": manifest["step"]}
     state = {f"student.{name}": value for name, value in student.items()}  # the names _state_params uses
     fit = None
     manifest["checkpoints"]["last"] = LAST
     if stage.fit_dense is not None:
-        fit = ckpt.snapshot(stage.fit_dense)
+        fit = writer.snapshot("fit_dense", stage.fit_dense)
         state.update({f"fit_dense.{name}": value for name, value in fit.items()})
         fit_args = (stage.student.config.hidden_size, int(stage.fit_dense.layers[0].weight.shape[0]),
                     int(stage.fit_dense.count))
         manifest["checkpoints"]["fit_dense"] = FIT_DENSE
-    state.update({name: np.array(value, copy=True) for name, value in step.state_dict().items()})
+    state.update({name: writer.copy(f"state/{name}", value) for name, value in step.state_dict().items()})
     manifest["checkpoints"]["state"] = STATE
     state_extra = {"step": manifest["step"], "position": dict(manifest["position"])}
     keep = stage.stage.keep_checkpoints

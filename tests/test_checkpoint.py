@@ -7,6 +7,7 @@ import numpy as np
 import mindspore as ms
 import pytest
 
+from src import checkpoint as checkpoint_module
 from src.checkpoint import (CheckpointError, CheckpointWriter, load_checkpoint, load_model, load_params,
                             read_checkpoint, read_metadata, read_model_config, save_checkpoint, save_model,
                             sidecar_path)
@@ -37,12 +38,12 @@ def test_save_is_atomic_when_writing_fails(tiny_config, tmp_path, monkeypatch):
     path = save_model(net, str(tmp_path / "m.ckpt"))
     before = read_checkpoint(path)
 
-    def broken(*args, **kwargs):
-        with open(args[1], "wb") as f:
+    def broken(items, tmp_path_):
+        with open(tmp_path_, "wb") as f:
             f.write(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(ms, "save_checkpoint", broken)
+    monkeypatch.setattr(checkpoint_module, "write_ckpt_file", broken)
     with pytest.raises(OSError, match="disk full"):
         save_model(BertModel(tiny_config), path)
     after = read_checkpoint(path)  # the previous checkpoint is intact under the final name
@@ -181,3 +182,28 @@ def test_checkpoint_writer_overlaps_saves_in_order_and_reports_failures():
     inline = CheckpointWriter(enabled=False)
     inline.submit(lambda: events.append("inline"))
     assert events[-1] == "inline"
+
+
+def test_ckpt_files_are_the_bytes_mindspore_writes(tmp_path):
+    """write_ckpt_file (GIL-free, used by every save) writes exactly what mindspore.save_checkpoint writes for
+    the same tensors, and returns the file's SHA-256; MindSpore's own loader reads it back."""
+    rng = np.random.default_rng(0)
+    items = [("bert.embeddings.word_embeddings.embedding_table", rng.standard_normal((300, 17)).astype(np.float32)),
+             ("ids", np.arange(-5, 300, dtype=np.int32)), ("step", np.array([1234567], np.int32)),
+             ("loss_scale", np.array(65536.0, np.float32)), ("big_step", np.array([2 ** 40], np.int64)),
+             ("half", rng.standard_normal((3, 4, 5)).astype(np.float16)), ("flags", np.array([True, False])),
+             ("non_contiguous", rng.standard_normal((6, 8)).astype(np.float64).T)]
+    ours, theirs = str(tmp_path / "ours.ckpt"), str(tmp_path / "theirs.ckpt")
+    digest = checkpoint_module.write_ckpt_file(items, ours)
+    ms.save_checkpoint([{"name": n, "data": ms.Tensor(v if v.flags.c_contiguous else v.copy())} for n, v in items],
+                       theirs)
+    assert open(ours, "rb").read() == open(theirs, "rb").read()
+    assert digest == checkpoint_module.file_sha256(ours)
+    loaded = ms.load_checkpoint(ours)
+    for name, value in items:
+        assert loaded[name].shape == value.shape, name  # a 0-d loss scale stays 0-d
+        np.testing.assert_array_equal(loaded[name].asnumpy(), value, err_msg=name)
+    with pytest.raises(CheckpointError, match="empty.*shape \\(0, 3\\)"):
+        checkpoint_module.write_ckpt_file([("nothing", np.zeros((0, 3), np.float32))], str(tmp_path / "e.ckpt"))
+    with pytest.raises(CheckpointError, match="complex64"):
+        checkpoint_module.write_ckpt_file([("z", np.zeros(2, np.complex64))], str(tmp_path / "z.ckpt"))
