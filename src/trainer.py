@@ -261,12 +261,10 @@ def _state_params(stage: Stage) -> Dict[str, Tuple[str, ms.Parameter]]:
     return out
 
 
-def save_fit_dense(fit_dense: Any, path: str, student_hidden: int, teacher_hidden: int,
-                   count: Optional[int] = None) -> str:
-    """fit_dense.ckpt from the FitDense Cell, or from a name -> array snapshot of it (then `count` is needed)."""
-    params = dict(ckpt.named_parameters(fit_dense)) if isinstance(fit_dense, nn.Cell) else fit_dense
-    count = int(fit_dense.count) if count is None else int(count)
-    return ckpt.save_checkpoint(params, path, head={"type": "fit_dense", "count": count,
+def save_fit_dense(params: Dict[str, np.ndarray], path: str, count: int, student_hidden: int,
+                   teacher_hidden: int) -> str:
+    """fit_dense.ckpt from a name -> array snapshot of the FitDense Cell's `count` projections."""
+    return ckpt.save_checkpoint(params, path, head={"type": "fit_dense", "count": int(count),
                                                     "student_hidden": student_hidden, "teacher_hidden": teacher_hidden})
 
 
@@ -478,17 +476,17 @@ def _save(stage: Stage, step: TrainStep, manifest: Dict[str, Any], writer: ckpt.
     if not stage.is_main:
         return
     run_dir = stage.run_dir
-    student = writer.snapshot("student", stage.student)
+    # One copy of the student and fit_dense, under the state.ckpt names; last.ckpt and fit_dense.ckpt are views of it
+    state = {name: writer.copy(f"state/{name}", p.asnumpy()) for name, p in _state_params(stage).items()}
+    student = {name[len("student."):]: value for name, value in state.items() if name.startswith("student.")}
     config, head = stage.student.config, ckpt.head_spec(stage.student)
     extra = {"stage": stage.name, "step": manifest["step"]}
-    state = {f"student.{name}": value for name, value in student.items()}  # the names _state_params uses
     fit = None
     manifest["checkpoints"]["last"] = LAST
     if stage.fit_dense is not None:
-        fit = writer.snapshot("fit_dense", stage.fit_dense)
-        state.update({f"fit_dense.{name}": value for name, value in fit.items()})
-        fit_args = (stage.student.config.hidden_size, int(stage.fit_dense.layers[0].weight.shape[0]),
-                    int(stage.fit_dense.count))
+        fit = {name[len("fit_dense."):]: value for name, value in state.items() if name.startswith("fit_dense.")}
+        fit_args = (int(stage.fit_dense.count), stage.student.config.hidden_size,
+                    int(stage.fit_dense.layers[0].weight.shape[0]))
         manifest["checkpoints"]["fit_dense"] = FIT_DENSE
     state.update({name: writer.copy(f"state/{name}", value) for name, value in step.state_dict().items()})
     manifest["checkpoints"]["state"] = STATE
@@ -499,7 +497,7 @@ def _save(stage: Stage, step: TrainStep, manifest: Dict[str, Any], writer: ckpt.
     def write() -> None:
         ckpt.save_checkpoint(student, os.path.join(run_dir, LAST), config, head, extra)
         if fit is not None:
-            save_fit_dense(fit, os.path.join(run_dir, FIT_DENSE), fit_args[0], fit_args[1], fit_args[2])
+            save_fit_dense(fit, os.path.join(run_dir, FIT_DENSE), *fit_args)
         ckpt.save_checkpoint(state, os.path.join(run_dir, STATE), head={"type": "training_state"}, extra=state_extra)
         if keep > 1:
             _keep_numbered(run_dir, student, config, head, extra, keep)
