@@ -1,5 +1,6 @@
 """Shared fixtures: tiny configs, execution modes, the real MiniLM weights and the shared data folder."""
 import os
+import shutil
 import sys
 
 # MindSpore's compile cache (MS_COMPILER_CACHE_ENABLE=1) is deliberately NOT used: on MindSpore 2.10 CPU a
@@ -57,3 +58,29 @@ def shared_data() -> str:
     if not os.path.isdir(SHARED_DATA):
         pytest.fail(f"shared data folder not found: {SHARED_DATA} (clone the project next to shared/)")
     return SHARED_DATA
+
+
+# Disk: the suite writes a few GB of checkpoints, MINDIR files and records of real MiniLM-size models, and CI
+# machines may have little free disk (a run once failed with "No free disk" half way). The temporary folders a test
+# module made (its tmp_path and tmp_path_factory folders) are deleted as soon as that module finished with nothing
+# failed, so the peak is the largest module, not the sum; a module with a failure keeps its folders to inspect.
+_FAILED_MODULES = set()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):  # pylint: disable=unused-argument
+    report = yield
+    if report.failed:
+        _FAILED_MODULES.add(item.module.__name__)
+    return report
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _free_module_tmp(request, tmp_path_factory):
+    base = tmp_path_factory.getbasetemp()
+    before = set(os.listdir(base))
+    yield
+    if request.module.__name__ in _FAILED_MODULES:
+        return
+    for name in sorted(set(os.listdir(base)) - before):
+        shutil.rmtree(base / name, ignore_errors=True)
