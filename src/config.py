@@ -184,7 +184,7 @@ class StageConfig:
     max_grad_norm: float = _bounded(1.0, gt=0.0)  # gradient clipping threshold
     clip_mode: Literal["global", "per_tensor"] = "global"  # global norm, or per tensor like the reference
     log_steps: int = _bounded(10, gt=0)  # log line and metrics.jsonl row every N steps
-    save_steps: int = _bounded(100, gt=0)  # last.ckpt + state.ckpt every N steps (and at the end)
+    save_steps: int = _bounded(100, gt=0)  # last.ckpt + state.ckpt N steps after the last save (and at each epoch end)
     keep_checkpoints: int = _bounded(1, gt=0)  # >1: also keep the student of the last N saves in checkpoints/
 
 

@@ -93,20 +93,27 @@ def check_pair(student: BertConfig, teacher: BertConfig, distill: DistillConfig,
 
 
 class DistillLoss(nn.Cell):
-    """Loss of one training stage; construct(input_ids, input_mask, segment_ids, label_ids) -> (total, *terms).
+    """Loss of one training stage; construct(input_ids, input_mask, segment_ids, label_ids) -> (total, *terms)
+    (+ the teacher's logits last with emit_teacher_logits).
 
     For "gd" batches have no labels: pass a dummy tensor (it is not read).
     """
 
     def __init__(self, student: nn.Cell, teacher: Optional[nn.Cell], stage: str, distill: DistillConfig,
                  layer_pairs: Sequence[Tuple[int, int]] = (), task_type: str = "classification",
-                 fit_dense: Optional[FitDense] = None, stored_teacher_logits: bool = False):
+                 fit_dense: Optional[FitDense] = None, stored_teacher_logits: bool = False,
+                 emit_teacher_logits: bool = False):
         super().__init__()
         if stage not in STAGES:
             raise DistillError(f"stage {stage!r}; expected one of {STAGES}")
         if stored_teacher_logits and (stage != "prediction" or task_type == "ner"):
             raise DistillError(f"stored teacher logits serve only the prediction stage of classification and "
                                f"regression; got stage {stage!r}, task type {task_type!r}")
+        if emit_teacher_logits and (stage != "intermediate" or task_type == "ner" or teacher is None):
+            raise DistillError(f"emit_teacher_logits: phase 1 (stage 'intermediate') of classification and "
+                               f"regression with a teacher; got stage {stage!r}, task type {task_type!r}")
+        # Phase 1 can also return the teacher's logits (computed anyway) as a last output, for the phase-2 store.
+        self.emit_teacher_logits = bool(emit_teacher_logits)
         # Phase 2 with stored logits: the batch carries the teacher's logits (src/teacher_cache.py), no teacher here.
         self.stored_teacher_logits = bool(stored_teacher_logits)
         if stage != "finetune" and teacher is None and not self.stored_teacher_logits:
@@ -194,6 +201,8 @@ class DistillLoss(nn.Cell):
                     hidden = hidden + term
             total = self.attention_weight * attention + self.hidden_weight * hidden + \
                 self.embedding_weight * embedding
+            if self.emit_teacher_logits:
+                return total, attention, hidden, embedding, prediction, hard, ops.stop_gradient(t_out[LOGITS])
             return total, attention, hidden, embedding, prediction, hard
         s_logits = s_out[LOGITS]
         if self.stored_teacher_logits:

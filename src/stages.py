@@ -265,6 +265,12 @@ def teacher_checkpoint(cfg: TDConfig) -> str:
 
 
 def _teacher(cfg: TDConfig) -> Tuple[nn.Cell, str]:
+    path = _teacher_path(cfg)
+    return load_network(path, "teacher", cfg.teacher, task_head(cfg)[0]), path
+
+
+def _teacher_path(cfg: TDConfig) -> str:
+    """The teacher checkpoint, checked to be a fine-tuned network of the task's head and label count."""
     path = teacher_checkpoint(cfg)
     head, kwargs = task_head(cfg)
     meta = ckpt.read_metadata(path)
@@ -275,7 +281,7 @@ def _teacher(cfg: TDConfig) -> Tuple[nn.Cell, str]:
     if int(meta["head"].get("num_labels", -1)) != kwargs["num_labels"]:
         raise ConfigError(f"{path}: the teacher has {meta['head'].get('num_labels')} labels, the task "
                           f"{kwargs['num_labels']}")
-    return load_network(path, "teacher", cfg.teacher, head), path
+    return path
 
 
 def _initial_student(cfg: TDConfig, teacher_for_init: Optional[nn.Cell]) -> Tuple[nn.Cell, Dict[str, Any],
@@ -351,13 +357,17 @@ def run_phase1(cfg: TDConfig, runtime: Runtime, overwrite: bool = False, stop_af
     beside = _fit_dense_beside(student_path) if student_path else None
     if beside:
         load_fit_dense(fit_dense, beside)
-    loss_net = DistillLoss(student, teacher, "intermediate", cfg.distill, pairs, cfg.task.type, fit_dense)
+    # With stored logits for phase 2, phase 1 keeps the teacher's logits it computes anyway (src/teacher_cache.py).
+    collect = cfg.distill.store_teacher_logits and teacher_cache.supported(cfg.task.type)
+    loss_net = DistillLoss(student, teacher, "intermediate", cfg.distill, pairs, cfg.task.type, fit_dense,
+                           emit_teacher_logits=collect)
     stage = Stage(name="phase1", run_dir=run_dir, stage=cfg.td.phase1, loss_net=loss_net,
                   params=loss_net.optimizer_params(), student=student, data=cfg.data, columns=TD_COLUMNS,
                   config=config, started_from={"teacher": _source(teacher_path), "student": student_source},
                   graph=runtime.graph, rank=runtime.rank, world_size=runtime.world_size, data_seed=cfg.run.data_seed,
                   fit_dense=fit_dense, stop_after_steps=stop_after_steps, progress=progress,
                   async_checkpoints=cfg.run.async_checkpoints,
+                  logit_collector=teacher_cache.LogitCollector(config["teacher_sha256"]) if collect else None,
                   extra_manifest={"layer_map": [list(p) for p in pairs], "full_config": to_dict(cfg)})
     return run_stage(stage, resume)
 
@@ -374,26 +384,32 @@ def run_phase2(cfg: TDConfig, runtime: Runtime, overwrite: bool = False, stop_af
     config = stage_config(cfg, "phase2")
     config["phase1_checkpoint_sha256"] = _sha(student_path)  # a re-run phase 1 invalidates this phase 2
     run_dir = dirs["phase2"]
-    teacher, teacher_path = _teacher(cfg)
+    teacher_path = _teacher_path(cfg)
     config["teacher_sha256"] = _sha(teacher_path)
     resume = prepare_run_dir(run_dir, config, overwrite)
     head, kwargs = task_head(cfg)
     student = load_network(student_path, "student", cfg.student, head, **kwargs)
     data, columns, stored = cfg.data, TD_COLUMNS, None
+
+    def teacher_net() -> nn.Cell:
+        return load_network(teacher_path, "teacher", cfg.teacher, head)
+
     if cfg.distill.store_teacher_logits and teacher_cache.supported(cfg.task.type) and \
             (resume or {}).get("status") != "finished":
-        stored = teacher_cache.build(teacher, resolve_files(list(cfg.data.train_files)), TD_COLUMNS, cfg.data,
+        known = teacher_cache.load_known(os.path.join(dirs["phase1"], teacher_cache.BYPRODUCT_FILE),
+                                         config["teacher_sha256"], cfg.task.num_labels)
+        stored = teacher_cache.build(teacher_net, resolve_files(list(cfg.data.train_files)), TD_COLUMNS, cfg.data,
                                      teacher_cache.store_path(cfg.run.output_dir, runtime.rank),
-                                     config["teacher_sha256"], cfg.task.num_labels, cfg.eval.batch_size, progress)
+                                     config["teacher_sha256"], cfg.task.num_labels, cfg.eval.batch_size, progress,
+                                     known=known)
         data = dataclasses.replace(cfg.data, train_files=(stored["path"],), dataset_type="mindrecord",
                                    schema_file="")
-        columns = TD_COLUMNS + [teacher_cache.LOGITS_COLUMN]
-        teacher = None  # not in the training graph
+        columns = TD_COLUMNS + [teacher_cache.LOGITS_COLUMN]  # no teacher in the training graph
     elif cfg.distill.store_teacher_logits and not teacher_cache.supported(cfg.task.type):
         logger.info("distill.store_teacher_logits: %s logits are per token; phase 2 runs the teacher every step",
                     cfg.task.type)
-    loss_net = DistillLoss(student, teacher, "prediction", cfg.distill, task_type=cfg.task.type,
-                           stored_teacher_logits=stored is not None)
+    loss_net = DistillLoss(student, teacher_net() if stored is None else None, "prediction", cfg.distill,
+                           task_type=cfg.task.type, stored_teacher_logits=stored is not None)
     stage = Stage(name="phase2", run_dir=run_dir, stage=cfg.td.phase2, loss_net=loss_net,
                   params=loss_net.optimizer_params(), student=student, data=data, columns=columns,
                   config=config, started_from={"teacher": _source(teacher_path), "student": _source(student_path)},
@@ -402,7 +418,8 @@ def run_phase2(cfg: TDConfig, runtime: Runtime, overwrite: bool = False, stop_af
                   stop_after_steps=stop_after_steps, progress=progress,
                   async_checkpoints=cfg.run.async_checkpoints,
                   extra_manifest={"full_config": to_dict(cfg),
-                                  "teacher_logits": ({k: stored[k] for k in ("path", "rows", "seconds", "reused")}
+                                  "teacher_logits": ({k: stored[k] for k in ("path", "rows", "seconds", "reused",
+                                                                             "from_phase1")}
                                                      if stored else None)})
     return run_stage(stage, resume)
 

@@ -8,6 +8,11 @@ columns (rows in the source order, so shuffling with the same seed gives the sam
 without a teacher in the graph: less time per step and less memory. The result is the same up to float rounding
 (tests/test_teacher_cache.py compares the stored logits with the teacher's and the two phase-2 runs).
 
+Phase 1 runs the whole teacher at every step, logits included, so it keeps them (``LogitCollector``, keyed by
+each row's tokens) and writes ``OUT/phase1/teacher_logits.npz`` with the teacher checkpoint's sha256; the store
+then takes every row phase 1 saw from there and runs the teacher only for the rest (the rows of a dropped last
+batch, rows of an interrupted epoch before a resume, new rows). Logits of another teacher are never used.
+
 The store is ``OUT/teacher_logits/rank_<r>/train.mindrecord`` (every data-parallel rank writes its own copy of
 all rows, so no rank waits for another) with ``train.mindrecord.provenance.json``: the teacher checkpoint's
 sha256 and every source file's size and modification time. A store whose provenance differs is rebuilt.
@@ -15,6 +20,7 @@ Classification and regression only: NER logits are per token, and phase 2 runs t
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
@@ -32,6 +38,84 @@ logger = logging.getLogger(__name__)
 LOGITS_COLUMN = "teacher_logits"
 PROVENANCE_SUFFIX = ".provenance.json"
 CHUNK_ROWS = 4096  # rows sorted by length together (bounded memory for any dataset size)
+BYPRODUCT_FILE = "teacher_logits.npz"  # in the phase-1 run directory
+FEW_ROWS_BATCHES = 4  # up to this many batches of rows phase 1 did not see are computed at one width
+_KEY = np.dtype([("hi", "<u8"), ("lo", "<u8")])
+
+
+def row_keys(input_ids: np.ndarray, input_mask: np.ndarray, segment_ids: np.ndarray) -> np.ndarray:
+    """A 128-bit key per row: BLAKE2b of its tokens, segments and mask up to the last unmasked position, so the
+    same row trimmed to a bucket length or padded to seq_length gets the same key."""
+    ids, mask, segments = (np.asarray(a).reshape(np.shape(a)[0], -1) for a in (input_ids, input_mask, segment_ids))
+    nonzero = mask != 0
+    lengths = np.where(nonzero.any(axis=1), mask.shape[1] - np.argmax(nonzero[:, ::-1], axis=1), 0)
+    digests = b"".join(
+        hashlib.blake2b(ids[i, :n].astype("<i4").tobytes() + b"|" + segments[i, :n].astype("<i4").tobytes() + b"|" +
+                        mask[i, :n].astype("<i4").tobytes(), digest_size=16).digest()
+        for i, n in enumerate(lengths.tolist()))
+    return np.frombuffer(digests, dtype=_KEY).copy()
+
+
+class LogitCollector:
+    """Teacher logits seen in TD phase 1 (the teacher computes them at every step anyway), for the phase-2 store."""
+
+    def __init__(self, teacher_sha256: str):
+        self.teacher_sha256 = teacher_sha256
+        self._keys: List[np.ndarray] = []
+        self._logits: List[np.ndarray] = []
+
+    def add(self, input_ids: np.ndarray, input_mask: np.ndarray, segment_ids: np.ndarray, logits: np.ndarray) -> None:
+        keys = row_keys(input_ids, input_mask, segment_ids)
+        self._keys.append(keys)
+        self._logits.append(np.asarray(logits, np.float32).reshape(len(keys), -1).copy())
+
+    def save(self, path: str) -> int:
+        """Write the distinct rows seen to `path` (.npz, atomically); returns their number (0: nothing written)."""
+        if not self._keys:
+            return 0
+        keys, first = np.unique(np.concatenate(self._keys), return_index=True)
+        logits = np.concatenate(self._logits)[first]
+        tmp = path + ".tmp.npz"
+        np.savez(tmp, keys=keys.view("<u8").reshape(-1, 2), logits=logits,
+                 teacher_sha256=np.array(self.teacher_sha256))
+        os.replace(tmp, path)
+        return len(keys)
+
+
+class KnownLogits:
+    """Logits by row key, from a LogitCollector file."""
+
+    def __init__(self, keys: np.ndarray, logits: np.ndarray):
+        self.keys, self.logits = keys, logits  # keys sorted (np.unique)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def lookup(self, keys: np.ndarray):
+        """(found bool [n], logits [n, C]; rows not found are zeros)."""
+        at = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
+        found = self.keys[at] == keys
+        return found, np.where(found[:, None], self.logits[at], 0.0).astype(np.float32)
+
+
+def load_known(path: str, teacher_sha256: str, num_labels: int) -> Optional[KnownLogits]:
+    """The logits phase 1 kept at `path`, if they are this teacher's; None otherwise (and why, in the log)."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with np.load(path) as found:
+            sha, keys, logits = str(found["teacher_sha256"]), found["keys"], found["logits"]
+    except (OSError, ValueError, KeyError) as exc:
+        logger.warning("teacher logits: %s unreadable (%s); not used", path, exc)
+        return None
+    if sha != teacher_sha256:
+        logger.info("teacher logits: %s came from another teacher (sha256 %s...); not used", path, sha[:12])
+        return None
+    if keys.ndim != 2 or keys.shape[1] != 2 or logits.shape != (len(keys), num_labels) or not len(keys):
+        logger.warning("teacher logits: %s holds keys %s and logits %s, expected [N, 2] and [N, %d]; not used", path,
+                       keys.shape, logits.shape, num_labels)
+        return None
+    return KnownLogits(np.ascontiguousarray(keys.astype("<u8")).view(_KEY).reshape(-1), logits.astype(np.float32))
 
 
 def supported(task_type: str) -> bool:
@@ -81,9 +165,13 @@ def _source_rows(files: Sequence[str], columns: Sequence[str], seq_length: int, 
 
 
 def build(teacher: Any, files: Sequence[str], columns: Sequence[str], data: Any, output: str, teacher_sha256: str,
-          num_labels: int, batch_size: int = 64, progress: bool = True) -> Dict[str, Any]:
+          num_labels: int, batch_size: int = 64, progress: bool = True,
+          known: Optional[KnownLogits] = None) -> Dict[str, Any]:
     """Compute the teacher's logits for every row of `files` and write `output` (MindRecord) with `columns` plus
-    LOGITS_COLUMN; skip when a current store exists. Returns {"path", "rows", "seconds", "reused"}."""
+    LOGITS_COLUMN; skip when a current store exists. `teacher` is the network or a function that loads it. Rows in
+    `known` (this teacher's logits kept by phase 1) are taken from there, so the teacher runs only for the others
+    (and is neither loaded nor compiled when there are none).
+    Returns {"path", "rows", "seconds", "reused", "from_phase1"}."""
     import mindspore as ms  # pylint: disable=import-outside-toplevel
 
     from src.modeling import LOGITS  # pylint: disable=import-outside-toplevel
@@ -94,19 +182,26 @@ def build(teacher: Any, files: Sequence[str], columns: Sequence[str], data: Any,
         with open(output + PROVENANCE_SUFFIX, encoding="utf-8") as f:
             rows = json.load(f)["rows"]
         logger.info("teacher logits: %s is current (%d rows), reusing it", output, rows)
-        return {"path": output, "rows": rows, "seconds": 0.0, "reused": True}
+        return {"path": output, "rows": rows, "seconds": 0.0, "reused": True, "from_phase1": 0}
     start = time.time()
     seq_length = data.seq_length
     lengths = _bucket_lengths(seq_length, data.bucket_boundaries)
-    teacher.set_train(False)
+    compiled = {}
 
-    @ms.jit
     def forward(ids, mask, segments):
-        return teacher(ids, segments, mask)[LOGITS]
+        if "fn" not in compiled:  # the teacher is loaded and compiled only if some row needs it
+            net = teacher() if callable(teacher) and not isinstance(teacher, ms.nn.Cell) else teacher
+            net.set_train(False)
+
+            def logits_of(ids, mask, segments):
+                return net(ids, segments, mask)[LOGITS]
+
+            compiled["fn"] = ms.jit(logits_of)
+        return compiled["fn"](ids, mask, segments)
 
     # the columns' shapes as stored (a [1] label stays [1]), from the loader's own schema checks
     shapes = validate_files(files, columns, seq_length, data.dataset_type, data.schema_file or None)
-    done = {"rows": 0}
+    done = {"rows": 0, "known": 0}
 
     def rows() -> Iterator[Dict[str, Any]]:
         last_report = time.time()
@@ -114,11 +209,19 @@ def build(teacher: Any, files: Sequence[str], columns: Sequence[str], data: Any,
             ids, mask, segments = chunk["input_ids"], chunk["input_mask"], chunk["segment_ids"]
             n = ids.shape[0]
             logits = np.zeros((n, num_labels), np.float32)
+            if known is not None:
+                found, logits = known.lookup(row_keys(ids, mask, segments))
+                done["known"] += int(found.sum())
+            else:
+                found = np.zeros(n, bool)
             true_len = mask.sum(axis=1)
-            order = np.argsort(true_len, kind="stable")
-            for lo in range(0, n, batch_size):
+            need = np.nonzero(~found)[0]
+            order = need[np.argsort(true_len[need], kind="stable")]
+            # A few rows left over by phase 1 (its dropped last batches): all at one width, one graph to compile.
+            few = known is not None and 0 < len(order) <= FEW_ROWS_BATCHES * batch_size
+            for lo in range(0, len(order), batch_size):
                 idx = order[lo:lo + batch_size]
-                width = next(b for b in lengths if b >= int(true_len[idx].max()))
+                width = next(b for b in lengths if b >= int(true_len[order[-1] if few else idx[-1]]))
                 # a full batch every time (the last one padded with copies of its first row): one graph per length
                 take = np.concatenate([idx, np.full(batch_size - len(idx), idx[0])]) if len(idx) < batch_size \
                     else idx
@@ -149,15 +252,15 @@ def build(teacher: Any, files: Sequence[str], columns: Sequence[str], data: Any,
 
     write_records(shaped(itertools.chain([first], stream)), output, spec, "mindrecord")
     seconds = time.time() - start
-    info = dict(expected, rows=done["rows"], seconds=round(seconds, 2),
+    info = dict(expected, rows=done["rows"], from_phase1=done["known"], seconds=round(seconds, 2),
                 rows_per_s=round(done["rows"] / max(seconds, 1e-9), 1), bucket_lengths=lengths)
     tmp = output + PROVENANCE_SUFFIX + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(info, f, indent=2)
     os.replace(tmp, output + PROVENANCE_SUFFIX)
-    logger.info("teacher logits: %d rows in %.1f s (%.0f rows/s, lengths %s) -> %s", done["rows"], seconds,
-                info["rows_per_s"], lengths, output)
-    return {"path": output, "rows": done["rows"], "seconds": seconds, "reused": False}
+    logger.info("teacher logits: %d rows in %.1f s (%d kept from phase 1, %d computed, lengths %s) -> %s",
+                done["rows"], seconds, done["known"], done["rows"] - done["known"], lengths, output)
+    return {"path": output, "rows": done["rows"], "seconds": seconds, "reused": False, "from_phase1": done["known"]}
 
 
 def read_logits(path: str) -> Optional[np.ndarray]:

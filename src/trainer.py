@@ -233,6 +233,8 @@ class Stage:
     eval_steps: int = 0  # also evaluate every K steps (0: after each epoch only)
     stop_after_steps: int = 0  # testing aid: exit abruptly (no save) after this many steps
     async_checkpoints: bool = True  # write checkpoints on a background thread (run.async_checkpoints)
+    # Phase 1: the loss net's last output is the teacher's logits; they are kept for the phase-2 store.
+    logit_collector: Optional[Any] = None
     progress: bool = True
     extra_manifest: Dict[str, Any] = field(default_factory=dict)
 
@@ -330,6 +332,12 @@ def run_stage(stage: Stage, resume_from: Optional[Dict[str, Any]] = None) -> Dic
     if stage.is_main:
         write_json_atomic(os.path.join(stage.run_dir, MANIFEST), manifest)
     _loop(stage, step, manifest, total_steps, steps_per_epoch)
+    if stage.logit_collector is not None and stage.is_main:
+        from src.teacher_cache import BYPRODUCT_FILE  # pylint: disable=import-outside-toplevel
+
+        rows = stage.logit_collector.save(os.path.join(stage.run_dir, BYPRODUCT_FILE))
+        manifest["teacher_logits"] = {"file": BYPRODUCT_FILE if rows else None, "rows": rows,
+                                      "teacher_sha256": stage.logit_collector.teacher_sha256}
     manifest["status"] = "finished"
     manifest["student_sha256"] = weights_digest(stage.student)
     if stage.is_main:
@@ -384,6 +392,7 @@ def _loop(stage: Stage, step: TrainStep, manifest: Dict[str, Any], total_steps: 
     grad_norm = 0.0
     dummy_labels = None
     writer = ckpt.CheckpointWriter(stage.async_checkpoints)
+    last_saved = manifest["step"]  # periodic saves count from the last save (an epoch's end included)
     completed = False
     try:
         while manifest["step"] < total_steps:
@@ -394,6 +403,10 @@ def _loop(stage: Stage, step: TrainStep, manifest: Dict[str, Any], total_steps: 
                         dummy_labels = ms.Tensor(np.zeros((batch[0].shape[0],), np.int32))
                     batch = (*batch, dummy_labels)
                 outputs, finite, norm, _ = step.step(*batch)
+                if stage.logit_collector is not None:
+                    stage.logit_collector.add(batch[0].asnumpy(), batch[1].asnumpy(), batch[2].asnumpy(),
+                                              outputs[-1].asnumpy())
+                    outputs = outputs[:-1]
                 manifest["step"] += 1
                 manifest["position"]["batch"] += 1
                 if bool(finite):
@@ -422,8 +435,9 @@ def _loop(stage: Stage, step: TrainStep, manifest: Dict[str, Any], total_steps: 
                     os._exit(CRASH_EXIT_CODE)  # pylint: disable=protected-access
                 if stage.evaluator is not None and stage.eval_steps and done % stage.eval_steps == 0:
                     _evaluate(stage, manifest, writer)
-                if done % stage.stage.save_steps == 0:
+                if done - last_saved >= stage.stage.save_steps:
                     _save(stage, step, manifest, writer)
+                    last_saved = done
                 if done >= total_steps:
                     break
             if manifest["position"]["batch"] >= steps_per_epoch or manifest["step"] >= total_steps:
@@ -432,6 +446,7 @@ def _loop(stage: Stage, step: TrainStep, manifest: Dict[str, Any], total_steps: 
                 if stage.evaluator is not None and not (stage.eval_steps and manifest["step"] % stage.eval_steps == 0):
                     _evaluate(stage, manifest, writer)
                 _save(stage, step, manifest, writer)
+                last_saved = manifest["step"]
         completed = True
     except KeyboardInterrupt:
         logger.warning("interrupted at step %d: saving state so the run can resume", manifest["step"])

@@ -271,6 +271,12 @@ def test_phase2_with_stored_teacher_logits_equals_the_teacher_in_every_step(sst2
     store = stored_out / "teacher_logits" / "rank_0" / "train.mindrecord"
     manifest = json.loads((stored_out / "phase2" / "manifest.json").read_text())
     assert manifest["teacher_logits"]["path"] == str(store) and manifest["teacher_logits"]["rows"] == 160
+    # Phase 1 (10 full batches of 16 per epoch) kept the teacher logits of all 160 rows, and the store took them all
+    # from there: no separate teacher pass.
+    kept = json.loads((stored_out / "phase1" / "manifest.json").read_text())["teacher_logits"]
+    assert kept["file"] == teacher_cache.BYPRODUCT_FILE and 150 <= kept["rows"] <= 160  # distinct rows
+    assert kept["teacher_sha256"] == ckpt.read_metadata(str(stored_out / "teacher" / "best.ckpt"))["sha256"]
+    assert manifest["teacher_logits"]["from_phase1"] == 160
     assert json.loads((online_out / "phase2" / "manifest.json").read_text())["teacher_logits"] is None
     assert not (online_out / "teacher_logits").exists()
 
@@ -304,5 +310,6 @@ def test_phase2_with_stored_teacher_logits_equals_the_teacher_in_every_step(sst2
     run([script, "--config", config, "--phase", "2", "--no_progress", "--overwrite"], cwd=tmp_path)
     rebuilt = json.loads((stored_out / "phase2" / "manifest.json").read_text())["teacher_logits"]
     assert rebuilt["reused"] is False
+    assert rebuilt["from_phase1"] == 0  # phase 1 kept the old teacher's logits: all recomputed
     provenance = json.loads(open(str(store) + teacher_cache.PROVENANCE_SUFFIX, encoding="utf-8").read())
     assert provenance["teacher_sha256"] == ckpt.read_metadata(str(stored_out / "teacher" / "best.ckpt"))["sha256"]
