@@ -124,6 +124,10 @@ class RunConfig:
     # Write checkpoints on a background thread (a copy of the weights and Adam moments is taken at each save;
     # training goes on while it is serialised and fsync'ed). false: training waits for each save.
     async_checkpoints: bool = True
+    # The optimizer update on CPU (one device): gradient clipping, AdamWeightDecay and the loss scale computed with
+    # numpy on the parameters' own memory, two threads, in cache-sized chunks (the same float32 formulas; ~5x
+    # faster than MindSpore 2.10's CPU AdamWeightDecay kernel, bench/bench_update.py). false: in the graph.
+    cpu_host_update: bool = True
 
 
 @dataclass(frozen=True)

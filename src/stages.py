@@ -207,7 +207,7 @@ def run_general_distill(cfg: GDConfig, runtime: Runtime, overwrite: bool = False
                   student=student, data=cfg.data, columns=GD_COLUMNS, config=config, started_from=started,
                   graph=runtime.graph, rank=runtime.rank, world_size=runtime.world_size, data_seed=cfg.run.data_seed,
                   fit_dense=fit_dense, stop_after_steps=stop_after_steps, progress=progress,
-                  async_checkpoints=cfg.run.async_checkpoints,
+                  async_checkpoints=cfg.run.async_checkpoints, cpu_host_update=cfg.run.cpu_host_update,
                   extra_manifest={"layer_map": [list(p) for p in pairs], "full_config": to_dict(cfg)})
     return run_stage(stage, resume)
 
@@ -339,7 +339,8 @@ def run_finetune(cfg: TDConfig, runtime: Runtime, target: str = "teacher", overw
                   started_from=started, graph=runtime.graph, rank=runtime.rank, world_size=runtime.world_size,
                   data_seed=cfg.run.data_seed, evaluator=_evaluator(cfg, net), eval_steps=cfg.eval.eval_steps,
                   stop_after_steps=stop_after_steps, progress=progress,
-                  async_checkpoints=cfg.run.async_checkpoints, extra_manifest={"full_config": to_dict(cfg)})
+                  async_checkpoints=cfg.run.async_checkpoints, cpu_host_update=cfg.run.cpu_host_update,
+                  extra_manifest={"full_config": to_dict(cfg)})
     return run_stage(stage, resume)
 
 
@@ -366,7 +367,7 @@ def run_phase1(cfg: TDConfig, runtime: Runtime, overwrite: bool = False, stop_af
                   config=config, started_from={"teacher": _source(teacher_path), "student": student_source},
                   graph=runtime.graph, rank=runtime.rank, world_size=runtime.world_size, data_seed=cfg.run.data_seed,
                   fit_dense=fit_dense, stop_after_steps=stop_after_steps, progress=progress,
-                  async_checkpoints=cfg.run.async_checkpoints,
+                  async_checkpoints=cfg.run.async_checkpoints, cpu_host_update=cfg.run.cpu_host_update,
                   logit_collector=teacher_cache.LogitCollector(config["teacher_sha256"]) if collect else None,
                   extra_manifest={"layer_map": [list(p) for p in pairs], "full_config": to_dict(cfg)})
     return run_stage(stage, resume)
@@ -416,7 +417,7 @@ def run_phase2(cfg: TDConfig, runtime: Runtime, overwrite: bool = False, stop_af
                   graph=runtime.graph, rank=runtime.rank, world_size=runtime.world_size, data_seed=cfg.run.data_seed,
                   evaluator=_evaluator(cfg, student), eval_steps=cfg.eval.eval_steps,
                   stop_after_steps=stop_after_steps, progress=progress,
-                  async_checkpoints=cfg.run.async_checkpoints,
+                  async_checkpoints=cfg.run.async_checkpoints, cpu_host_update=cfg.run.cpu_host_update,
                   extra_manifest={"full_config": to_dict(cfg),
                                   "teacher_logits": ({k: stored[k] for k in ("path", "rows", "seconds", "reused",
                                                                              "from_phase1")}

@@ -233,6 +233,7 @@ class Stage:
     eval_steps: int = 0  # also evaluate every K steps (0: after each epoch only)
     stop_after_steps: int = 0  # testing aid: exit abruptly (no save) after this many steps
     async_checkpoints: bool = True  # write checkpoints on a background thread (run.async_checkpoints)
+    cpu_host_update: bool = True  # CPU, one device: the optimizer update in numpy (run.cpu_host_update)
     # Phase 1: the loss net's last output is the teacher's logits; they are kept for the phase-2 store.
     logit_collector: Optional[Any] = None
     progress: bool = True
@@ -312,7 +313,7 @@ def run_stage(stage: Stage, resume_from: Optional[Dict[str, Any]] = None) -> Dic
                          f"(files {list(stage.data.train_files)}); lower batch_size or add data")
     total_steps = int(math.ceil(stage.stage.epochs * steps_per_epoch))
     step = TrainStep(stage.loss_net, stage.params, stage.stage, total_steps, graph=stage.graph,
-                     distributed=stage.world_size > 1)
+                     distributed=stage.world_size > 1, host_update=None if stage.cpu_host_update else False)
     manifest: Dict[str, Any] = {
         "stage": stage.name, "status": "running", "config": stage.config, "started_from": stage.started_from,
         "world_size": stage.world_size, "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
