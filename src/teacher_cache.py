@@ -63,11 +63,49 @@ class LogitCollector:
         self.teacher_sha256 = teacher_sha256
         self._keys: List[np.ndarray] = []
         self._logits: List[np.ndarray] = []
+        self.widths: set = set()  # sequence lengths of the batches seen (the phase's compiled shapes)
 
     def add(self, input_ids: np.ndarray, input_mask: np.ndarray, segment_ids: np.ndarray, logits: np.ndarray) -> None:
         keys = row_keys(input_ids, input_mask, segment_ids)
         self._keys.append(keys)
         self._logits.append(np.asarray(logits, np.float32).reshape(len(keys), -1).copy())
+        self.widths.add(int(np.shape(input_ids)[1]))
+
+    def complete(self, files: Sequence[str], columns: Sequence[str], data: Any, batch_size: int, run) -> int:
+        """Add the rows of `files` not seen yet (the last partial batch of each length bucket, which training
+        drops) through `run(batch)` -> teacher logits, where `batch` is the columns' arrays in `columns` order at
+        one of the widths already seen (so a graph-mode `run` compiles nothing) and always `batch_size` rows.
+        Only when they are few (at most FEW_ROWS_BATCHES batches); returns how many rows were added."""
+        if not self._keys:
+            return 0
+        seen = set(np.unique(np.concatenate(self._keys)).tolist())
+        missing: Dict[str, List[np.ndarray]] = {name: [] for name in columns}
+        count = 0
+        for chunk in _source_rows(files, columns, data.seq_length, data):
+            keys = row_keys(chunk["input_ids"], chunk["input_mask"], chunk["segment_ids"])
+            new = np.array([k not in seen for k in keys.tolist()], bool)
+            count += int(new.sum())
+            if count > FEW_ROWS_BATCHES * batch_size:
+                return 0  # many rows unseen (an interrupted epoch, other files): the phase-2 store computes them
+            for name in columns:
+                missing[name].append(chunk[name][new])
+        if not count:
+            return 0
+        rows = {name: np.concatenate(parts) for name, parts in missing.items()}
+        mask = rows["input_mask"].reshape(count, -1)
+        longest = int((mask != 0).any(axis=0).nonzero()[0].max()) + 1 if mask.any() else 1
+        fitting = sorted(w for w in self.widths if w >= longest)
+        if not fitting:
+            return 0
+        width = fitting[0]
+        for lo in range(0, count, batch_size):
+            idx = np.arange(lo, min(lo + batch_size, count))
+            take = np.concatenate([idx, np.full(batch_size - len(idx), idx[0])])
+            batch = [rows[name][take][:, :width] if rows[name].ndim == 2 and rows[name].shape[1] == data.seq_length
+                     else rows[name][take] for name in columns]
+            logits = np.asarray(run(batch), np.float32).reshape(batch_size, -1)[:len(idx)]
+            self.add(*(rows[name][idx][:, :width] for name in ("input_ids", "input_mask", "segment_ids")), logits)
+        return count
 
     def save(self, path: str) -> int:
         """Write the distinct rows seen to `path` (.npz, atomically); returns their number (0: nothing written)."""

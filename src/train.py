@@ -265,6 +265,10 @@ class TrainStep:
             host_update = ms.get_context("device_target") == "CPU"
         self.host_update = HostUpdate(self) if host_update and not distributed else None
 
+    def gradients_only(self, *batch):
+        """(outputs, gradients) of a batch without any update (the compiled graph of that shape)."""
+        return self._gradients(*batch)
+
     def step(self, *batch):
         outputs, grads = self._gradients(*batch)
         finite, norm, scale = (self.host_update or self._update)(*grads)

@@ -137,3 +137,39 @@ def test_store_takes_known_rows_and_runs_the_teacher_for_the_rest(tmp_path, tiny
     assert full["from_phase1"] == 10
     np.testing.assert_allclose(teacher_cache.read_logits(full["path"])[rest], expected[rest], atol=1e-6)
     assert os.path.isfile(full["path"])
+
+
+def test_collector_completes_the_rows_training_dropped_at_a_width_it_compiled(tmp_path):
+    """Training drops each length bucket's last partial batch; complete() runs those rows in full batches at the
+    smallest width already seen that fits them, and gives up (0) when too many rows are missing."""
+    rows = rows_of([3, 5, 16, 7, 12, 2, 9, 16, 4, 11], seed=2)
+    files = [write(tmp_path / "train.mindrecord", rows)]
+    data = DataConfig(train_files=tuple(files), seq_length=SEQ)
+
+    def fake_logits(ids):
+        return np.stack([ids.sum(axis=1), ids.max(axis=1)], axis=1).astype(np.float32)
+
+    collector = teacher_cache.LogitCollector("s" * 64)
+    seen = [2, 7, 4, 0]  # lengths 16, 16, 12, 3: widths 16 and 8 seen
+    collector.add(*(stack(rows, c)[seen[:3]] for c in COLUMNS[:3]), fake_logits(stack(rows, "input_ids")[seen[:3]]))
+    collector.add(*(stack(rows, c)[seen[3:]][:, :8] for c in COLUMNS[:3]),
+                  fake_logits(stack(rows, "input_ids")[seen[3:]]))
+    calls = []
+
+    def run(batch):
+        calls.append([np.shape(a) for a in batch])
+        return fake_logits(batch[0])
+
+    assert collector.complete(files, COLUMNS, data, 4, run) == 6  # rows 1, 3, 5, 6, 8, 9; the longest has 11 tokens
+    assert calls == [[(4, 16), (4, 16), (4, 16), (4,)]] * 2  # full batches at width 16 (8 is too short)
+    path = str(tmp_path / "kept.npz")
+    assert collector.save(path) == 10
+    found, got = teacher_cache.load_known(path, "s" * 64, 2).lookup(
+        teacher_cache.row_keys(*(stack(rows, c) for c in COLUMNS[:3])))
+    assert found.all()
+    np.testing.assert_array_equal(got, fake_logits(stack(rows, "input_ids")))
+    # nothing left to do; and with more than FEW_ROWS_BATCHES batches unseen, the phase-2 store computes them
+    assert collector.complete(files, COLUMNS, data, 4, run) == 0 and len(calls) == 2
+    few = teacher_cache.LogitCollector("s" * 64)
+    few.add(*(stack(rows, c)[:1] for c in COLUMNS[:3]), fake_logits(stack(rows, "input_ids")[:1]))
+    assert few.complete(files, COLUMNS, data, 2, run) == 0 and len(calls) == 2  # 9 unseen > 4 batches of 2
