@@ -5,10 +5,10 @@
 Builds the SST-2 phase-2 student of td_config/sst2_minilm.yaml (3 x 384, random weights, training kernels) and,
 each in its own process, calls three graphs on batches of 32 x 16, 32 x 32 and 32 x 64 tokens:
 
-  step      the training step as training runs it (src/train.py TrainStep): two graphs, the loss and gradients
-            (compiled per length) and the update (global-norm clip, AdamWeightDecay, loss scale; compiled once,
-            so only the first length pays for it)
-  one_graph the same step as one graph (what TrainStep compiled per length before the split)
+  step      the training step as CPU training runs it (src/train.py TrainStep): the loss and gradients graph,
+            compiled per length, then the update on the host (run.cpu_host_update: nothing to compile)
+  one_graph the loss, gradients and the graph update (global-norm clip, AdamWeightDecay, loss scale) as one
+            graph: what TrainStep compiled for every length before this project split it
   dynamic   the whole step declared with a dynamic sequence dimension (Cell.set_inputs(Tensor(shape=[32, None])),
             one compile for every length), reported as an error if MindSpore cannot compile it
 

@@ -12,6 +12,9 @@ TrainOneStepWithLossScaleCell selects an Ascend-only overflow kernel and fails o
 5. AdamWeightDecay step only when finite (skipped steps are counted; the schedule's global step does not move,
    as in the reference), then the loss scale is adjusted: halved on overflow, doubled after `window` clean steps.
 
+Graph mode compiles step 1 per input shape and steps 2-5 once (two jit functions). On CPU with one device steps
+3-5 run on the host instead (HostUpdate, run.cpu_host_update): the same formulas in numpy, in place.
+
 The learning rate is linear warm-up then polynomial decay measured from step 0 (Google BERT, the reference).
 """
 from __future__ import annotations
