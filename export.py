@@ -9,7 +9,7 @@ GELU formulation, export check). The checkpoint is loaded strictly from its `.js
 once against the MindSpore network before it is kept (--no_verify skips that).
 
 ONNX and exact GELU: MindSpore cannot write ONNX Erf, so exact-GELU models are exported with a marker op
-that is rewritten to a real ONNX Erf node (exact, not the tanh approximation). See src/export.py.
+that is rewritten to a real ONNX Erf node (exact, not the tanh approximation). See src/ship/export.py.
 Exit status: 0 on success, 1 on an export error, 2 on a usage error; errors are one line on stderr.
 """
 import argparse
@@ -88,10 +88,10 @@ def main(argv=None) -> int:
     os.environ.setdefault("MS_COMPILER_CACHE_ENABLE", "0")
 
     import mindspore as ms  # pylint: disable=import-outside-toplevel  (after the flags are known to be valid)
-    from src.checkpoint import CheckpointError  # pylint: disable=import-outside-toplevel
+    from src.model.checkpoint import CheckpointError  # pylint: disable=import-outside-toplevel
     from src.config import ConfigError  # pylint: disable=import-outside-toplevel
-    from src.export import (  # pylint: disable=import-outside-toplevel
-        ExportError, check_request, export_checkpoint, read_export_metadata)
+    from src.ship.export import check_request, export_checkpoint
+    from src.ship.format import ExportError, read_export_metadata
 
     try:
         try:

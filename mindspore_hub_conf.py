@@ -38,7 +38,7 @@ Weights: ``mindspore_hub.load(..., pretrained=True)`` loads the card's asset wit
 ``load_param_into_net``, which silently skips every name that does not match. The published TinyBERT and
 bert_thor assets use the model zoo's parameter names, so convert them first
 (``python scripts/convert_checkpoint.py zoo ...``), build with ``pretrained=False`` and load strictly with
-``src.checkpoint.load_checkpoint(net, path)``, which raises on any missing, unexpected or mis-shaped tensor.
+``src.model.checkpoint.load_checkpoint(net, path)``, which raises on any missing, unexpected or mis-shaped tensor.
 """
 from __future__ import annotations
 
@@ -70,8 +70,8 @@ def _use_this_repository_src() -> None:
 _use_this_repository_src()
 
 from src.config import MODEL_PRESETS, BertConfig, bert_preset  # noqa: E402
-from src.modeling import build_model  # noqa: E402
-from src.task_data import MNLI_LABELS, QNLI_LABELS, SST2_LABELS, TAG_PREFIXES, TNEWS_LABEL_IDS  # noqa: E402
+from src.model.heads import build_model  # noqa: E402
+from src.data.task_data import MNLI_LABELS, QNLI_LABELS, SST2_LABELS, TAG_PREFIXES, TNEWS_LABEL_IDS  # noqa: E402
 
 # The ten entity types of CLUENER2020 (github.com/CLUEbenchmark/CLUENER2020).
 CLUENER_ENTITY_TYPES = ("address", "book", "company", "game", "government", "movie", "name", "organization",
@@ -79,7 +79,7 @@ CLUENER_ENTITY_TYPES = ("address", "book", "company", "game", "government", "mov
 
 
 def cluener_labels(tag_scheme: str = "bioes") -> List[str]:
-    """Tag list of a CLUENER model in the order src.task_data gives it: "O", then every prefix of each type."""
+    """Tag list of a CLUENER model in the order src.data.task_data gives it: "O", then every prefix of each type."""
     return ["O"] + [f"{p}-{t}" for t in sorted(CLUENER_ENTITY_TYPES) for p in TAG_PREFIXES[tag_scheme]]
 
 
@@ -87,7 +87,7 @@ class _Network(NamedTuple):
     """One hub name: preset, overrides, head and (for task variants) the label names."""
 
     preset: str
-    head: str  # a key of src.modeling.HEADS
+    head: str  # a key of src.model.heads.HEADS
     labels: Tuple[str, ...] = ()
     overrides: Tuple[Tuple[str, Any], ...] = ()
     default_seq_length: int = 128

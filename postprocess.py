@@ -26,8 +26,8 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from preprocess import (LABEL_DIR, BinFileError, batch_file_name, label_shape, logits_shape,  # noqa: E402
-                        read_bin, read_meta, result_file_name)
+from src.ship.offline import (LABEL_DIR, BinFileError, batch_file_name, label_shape, logits_shape,  # noqa: E402
+                              read_bin, read_meta, result_file_name)
 from src.metrics import evaluate  # noqa: E402
 
 

@@ -10,7 +10,7 @@
 Input: sentences as arguments, or lines of --input_file (`-` = stdin), or lines piped to stdin. A line with a
 tab is a sentence pair (text_a<TAB>text_b); blank lines are skipped. Text is tokenized with BertTokenizer as the
 task converters do (WordPiece; NER one token per character), encoded to the model's sequence length (fixed by
-a fixed-shape export, else --seq_length) and run in batches through src.inference.load_runner.
+a fixed-shape export, else --seq_length) and run in batches through src.ship.inference.load_runner.
 
 Output, one line per input:
     classification, text:  <label><TAB><probability><TAB><input line>
@@ -38,8 +38,8 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from src.metrics import entity_spans  # noqa: E402
-from src.task_data import encode_chars, load_label_map  # noqa: E402
-from src.tokenization import BertTokenizer  # noqa: E402
+from src.data.task_data import encode_chars, load_label_map  # noqa: E402
+from src.data.tokenization import BertTokenizer  # noqa: E402
 
 logger = logging.getLogger("predict")
 
@@ -226,7 +226,7 @@ def label_names(runner: Any, labels_file: Optional[str], ner: bool) -> List[str]
 
 def predict(args: argparse.Namespace, stdin: Any, stdout: Any) -> int:
     """Run the whole command; returns the number of examples predicted."""
-    from src.inference import load_runner  # imports MindSpore
+    from src.ship.inference import load_runner  # imports MindSpore
 
     if args.batch_size < 1:
         raise InputError(f"--batch_size {args.batch_size}: expected >= 1")

@@ -13,7 +13,7 @@ os.environ.setdefault("GLOG_v", "3")
 import argparse  # noqa: E402
 import sys  # noqa: E402
 
-from src.cli import add_common_flags, finish, load_for_run  # noqa: E402
+from src.training.cli import add_common_flags, finish, load_for_run  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -22,13 +22,12 @@ def main(argv=None) -> int:
     add_common_flags(parser)
     args, overrides = parser.parse_known_args(argv)
     cfg, runtime = load_for_run(args, overrides, "gd")
-    from src import runtime as rt  # pylint: disable=import-outside-toplevel
-    from src.modelarts import ModelArtsSync  # pylint: disable=import-outside-toplevel
-    from src.stages import run_general_distill  # pylint: disable=import-outside-toplevel
+    from src.infra import runtime as rt  # pylint: disable=import-outside-toplevel
+    from src.infra.modelarts import ModelArtsSync  # pylint: disable=import-outside-toplevel
+    from src.training.stages import run_general_distill  # pylint: disable=import-outside-toplevel
 
     with ModelArtsSync(cfg.run), rt.profiling(cfg.run, runtime.rank):
-        manifest = run_general_distill(cfg, runtime, overwrite=args.overwrite, stop_after_steps=args.stop_after_steps,
-                                       progress=not args.no_progress)
+        manifest = run_general_distill(cfg, runtime, overwrite=args.overwrite, progress=not args.no_progress)
     return finish(cfg.run.output_dir, manifest, runtime)
 
 

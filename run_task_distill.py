@@ -18,7 +18,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 
-from src.cli import add_common_flags, finish, load_for_run  # noqa: E402
+from src.training.cli import add_common_flags, finish, load_for_run  # noqa: E402
 
 PHASES = ("finetune", "1", "2", "both", "eval")
 
@@ -37,13 +37,14 @@ def main(argv=None) -> int:
     if runtime.distributed:
         sys.exit("error: task distillation runs on one device (as in the paper and the model zoo); "
                  "launch it without msrun/mpirun/rank table")
-    from src import stages  # pylint: disable=import-outside-toplevel
+    from src.training import stages  # pylint: disable=import-outside-toplevel
+    from src.training.networks import stage_dirs  # pylint: disable=import-outside-toplevel
     from src.config import ConfigError  # pylint: disable=import-outside-toplevel
-    from src import runtime as rt  # pylint: disable=import-outside-toplevel
-    from src.modelarts import ModelArtsSync  # pylint: disable=import-outside-toplevel
+    from src.infra import runtime as rt  # pylint: disable=import-outside-toplevel
+    from src.infra.modelarts import ModelArtsSync  # pylint: disable=import-outside-toplevel
 
-    common = dict(overwrite=args.overwrite, stop_after_steps=args.stop_after_steps, progress=not args.no_progress)
-    dirs = stages.stage_dirs(cfg)
+    common = dict(overwrite=args.overwrite, progress=not args.no_progress)
+    dirs = stage_dirs(cfg)
     try:
         with ModelArtsSync(cfg.run), rt.profiling(cfg.run, runtime.rank):
             if args.phase == "eval":

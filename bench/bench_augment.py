@@ -32,7 +32,7 @@ def machine() -> str:
 
 
 def timed_run(augmentor, src: str, chunk_size: int) -> dict:
-    from src.augment import augment_file  # pylint: disable=import-outside-toplevel
+    from src.data.augment import augment_file  # pylint: disable=import-outside-toplevel
 
     with tempfile.TemporaryDirectory() as tmp:
         summary = augment_file(src, os.path.join(tmp, "aug.tsv"), augmentor, chunk_size=chunk_size, progress=False)
@@ -46,7 +46,7 @@ def naive_rate(scorer, augmentor, texts) -> float:
     every position), eager (PYNATIVE), top-k taken on the host."""
     import numpy as np  # pylint: disable=import-outside-toplevel
     import mindspore as ms  # pylint: disable=import-outside-toplevel
-    from src.augment import is_candidate  # pylint: disable=import-outside-toplevel
+    from src.data.augment import is_candidate  # pylint: disable=import-outside-toplevel
 
     ms.set_context(mode=ms.PYNATIVE_MODE)
     started = time.time()
@@ -70,9 +70,9 @@ def _peak_rss_gb() -> float:
 def random_mlm_checkpoint(folder: str) -> str:
     """A MiniLM-sized BertForMaskedLM with random weights, saved in `folder` (for speed figures only)."""
     import mindspore as ms  # pylint: disable=import-outside-toplevel
-    from src.checkpoint import save_model  # pylint: disable=import-outside-toplevel
+    from src.model.checkpoint import save_model  # pylint: disable=import-outside-toplevel
     from src.config import BertConfig  # pylint: disable=import-outside-toplevel
-    from src.modeling import BertForMaskedLM  # pylint: disable=import-outside-toplevel
+    from src.model.heads import BertForMaskedLM  # pylint: disable=import-outside-toplevel
 
     ms.set_seed(0)
     config = BertConfig(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
@@ -92,13 +92,13 @@ def main(argv=None) -> int:
     parser.add_argument("--vocab", default=os.path.join(DATA, "vocab", "bert-base-uncased-vocab.txt"))
     parser.add_argument("--mlm_input", choices=["pair", "single"], default="pair")
     parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--batch_tokens", type=int, help="default: src.augment.auto_batch_tokens (1024 here)")
+    parser.add_argument("--batch_tokens", type=int, help="default: src.data.augment.auto_batch_tokens (1024 here)")
     parser.add_argument("--chunk_size", type=int, default=256)
     parser.add_argument("--naive_sentences", type=int, default=20)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     import mindspore as ms  # pylint: disable=import-outside-toplevel
-    from src import augment as aug  # pylint: disable=import-outside-toplevel
+    from src.data import augment as aug  # pylint: disable=import-outside-toplevel
 
     print("command:", " ".join([os.path.basename(sys.executable)] + sys.argv))
     print("machine:", machine())

@@ -5,7 +5,7 @@
 Builds the SST-2 phase-2 student of td_config/sst2_minilm.yaml (3 x 384, random weights, training kernels) and,
 each in its own process, calls three graphs on batches of 32 x 16, 32 x 32 and 32 x 64 tokens:
 
-  step      the training step as CPU training runs it (src/train.py TrainStep): the loss and gradients graph,
+  step      the training step as CPU training runs it (src/training/step.py TrainStep): the loss and gradients graph,
             compiled per length, then the update on the host (run.cpu_host_update: nothing to compile)
   one_graph the loss, gradients and the graph update (global-norm clip, AdamWeightDecay, loss scale) as one
             graph: what TrainStep compiled for every length before this project split it
@@ -39,20 +39,21 @@ def worker(case, steps):
     from mindspore import nn  # pylint: disable=import-outside-toplevel
 
     sys.path.insert(0, ROOT)
-    from src import modeling  # pylint: disable=import-outside-toplevel
+    from src.infra.backend import Backend  # pylint: disable=import-outside-toplevel
     from src.config import load_config  # pylint: disable=import-outside-toplevel
-    from src.distill import DistillLoss  # pylint: disable=import-outside-toplevel
-    from src.modeling import BertForSequenceClassification  # pylint: disable=import-outside-toplevel
-    from src.train import TrainStep  # pylint: disable=import-outside-toplevel
+    from src.distill.loss import DistillLoss  # pylint: disable=import-outside-toplevel
+    from src.model.heads import BertForSequenceClassification  # pylint: disable=import-outside-toplevel
+    from src.training.step import TrainStep  # pylint: disable=import-outside-toplevel
 
     ms.set_device("CPU")
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_seed(1)
     cfg = load_config(os.path.join(ROOT, "td_config", "sst2_minilm.yaml"), kind="td")
-    with modeling.cpu_gelu("aot", views=True):
-        student = BertForSequenceClassification(cfg.student, cfg.task.num_labels, cfg.task.pooled_activation)
+    student = BertForSequenceClassification(cfg.student, cfg.task.num_labels, cfg.task.pooled_activation,
+                                            backend=Backend(gelu="aot", heads="swap"))
     loss_net = DistillLoss(student, None, "prediction", cfg.distill, stored_teacher_logits=True)
-    train = TrainStep(loss_net, loss_net.optimizer_params(), cfg.td.phase2, 1000, graph=(case == "step"))
+    train = TrainStep(loss_net, loss_net.optimizer_params(), cfg.td.phase2, 1000, graph=(case == "step"),
+                      host_update=case == "step")
 
     def whole_step(*batch):
         outputs, grads = train.gradients_fn(*batch)
@@ -74,7 +75,7 @@ def worker(case, steps):
     rng = np.random.default_rng(0)
     for length in LENGTHS:
         batch = [ms.Tensor(rng.integers(1, cfg.student.vocab_size, (32, length)).astype(np.int32)),
-                 ms.Tensor(np.ones((32, length), np.int32)), ms.Tensor(np.zeros((32, length), np.int32)),
+                 ms.Tensor(np.zeros((32, length), np.int32)), ms.Tensor(np.ones((32, length), np.int32)),
                  ms.Tensor(rng.integers(0, cfg.task.num_labels, (32,)).astype(np.int32)),
                  ms.Tensor(rng.standard_normal((32, cfg.task.num_labels)).astype(np.float32))]
         row = {"case": case, "length": length}

@@ -29,7 +29,7 @@ def worker(case):
     from mindspore import nn, ops  # pylint: disable=import-outside-toplevel,unused-import
 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from src.gelu_aot import swap_axes12_op  # pylint: disable=import-outside-toplevel
+    from src.infra.aot import swap_axes12_op  # pylint: disable=import-outside-toplevel
 
     ms.set_device("CPU")
     ms.set_context(mode=ms.GRAPH_MODE)
@@ -42,7 +42,7 @@ def worker(case):
     path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"bench_cpu_buffers_{os.getpid()}.py")
     with open(path, "w", encoding="utf-8") as f:  # graph mode parses construct from a source file
         f.write("import numpy as np\nimport mindspore as ms\nfrom mindspore import nn, ops\n"
-                "from src.gelu_aot import swap_axes12_op\n" + body + "\n")
+                "from src.infra.aot import swap_axes12_op\n" + body + "\n")
     import importlib.util  # pylint: disable=import-outside-toplevel
 
     spec = importlib.util.spec_from_file_location("chain", path)

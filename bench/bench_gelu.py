@@ -1,4 +1,4 @@
-"""Exact GELU on MindSpore CPU: MindSpore's GeLU vs the project's AOT kernel (src/gelu_aot.py), speed and accuracy.
+"""Exact GELU on MindSpore CPU: MindSpore's GeLU vs the project's AOT kernel (src/infra/aot.py), speed and accuracy.
 
     python bench/bench_gelu.py [--repeats 9]
 
@@ -29,7 +29,7 @@ def main():
     import mindspore as ms  # pylint: disable=import-outside-toplevel
     from mindspore import Tensor, nn  # pylint: disable=import-outside-toplevel
 
-    from src.gelu_aot import GeluAOT  # pylint: disable=import-outside-toplevel
+    from src.infra.aot import GeluAOT  # pylint: disable=import-outside-toplevel
 
     ms.set_device("CPU")
     ms.set_context(mode=ms.GRAPH_MODE)

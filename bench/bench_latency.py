@@ -3,8 +3,8 @@
     python bench/bench_latency.py [--quick] [--repeats 10] [--warmup 2] [--batch_sizes 1,32]
         [--seq_lengths 64,128] [--models teacher,student] [--formats MINDIR,ONNX] [--threads N]
 
-For every model, shape and format the classifier (2 labels) is exported with src.export at that fixed
-shape, loaded with src.inference.load_runner (MINDIR: nn.GraphCell; ONNX: onnxruntime CPUExecutionProvider)
+For every model, shape and format the classifier (2 labels) is exported with src.ship.export at that fixed
+shape, loaded with src.ship.inference.load_runner (MINDIR: nn.GraphCell; ONNX: onnxruntime CPUExecutionProvider)
 and called on one batch: `warmup` untimed calls, then `repeats` timed calls, teacher and student taking
 turns (so that load from other processes hits both alike); the table shows the median
 wall time of a whole runner call (numpy in, numpy out), with the fastest call in parentheses (on a shared
@@ -35,9 +35,9 @@ import numpy as np  # noqa: E402
 import mindspore as ms  # noqa: E402
 
 from src.config import bert_preset  # noqa: E402
-from src.export import example_inputs, export_network  # noqa: E402
-from src.inference import load_runner  # noqa: E402
-from src.modeling import BertForSequenceClassification, count_parameters  # noqa: E402
+from src.ship.export import example_inputs, export_network  # noqa: E402
+from src.ship.inference import load_runner  # noqa: E402
+from src.model.heads import BertForSequenceClassification, count_parameters  # noqa: E402
 
 MODELS = {"teacher": "bert-base-uncased", "student": "tinybert-4l-312"}
 FORMATS = ("MINDIR", "ONNX")

@@ -22,9 +22,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from src.pretrain_data import read_documents  # noqa: E402
-from src.records import iter_tfrecord  # noqa: E402
-from src.wiki import write_documents  # noqa: E402
+from src.data.pretrain_data import read_documents  # noqa: E402
+from src.data.records import iter_tfrecord  # noqa: E402
+from src.data.wiki import write_documents  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
 WIKITEXT = os.path.join(DATA, "corpus", "en", "wikitext-2-raw.wiki.test.raw")
@@ -76,8 +76,8 @@ def _generation_only(text: str, dupe_factor: int) -> None:
     """Read + tokenize + build instances in this process, without writing: where each tool spends its time."""
     import random  # pylint: disable=import-outside-toplevel
     from bert import create_pretraining_data as google, tokenization  # pylint: disable=import-outside-toplevel
-    from src import pretrain_data as ours  # pylint: disable=import-outside-toplevel
-    from src.tokenization import BertTokenizer  # pylint: disable=import-outside-toplevel
+    from src.data import pretrain_data as ours  # pylint: disable=import-outside-toplevel
+    from src.data.tokenization import BertTokenizer  # pylint: disable=import-outside-toplevel
 
     tokenization.FLAGS.mark_as_parsed()  # its tokenizer reads FLAGS.preserve_unused_tokens (default False)
     start = time.perf_counter()

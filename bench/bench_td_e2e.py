@@ -71,26 +71,26 @@ def mindspore_pipeline(name, out_dir, extra):
     phase1_s = os.path.getmtime(os.path.join(run_dir, "phase1", "manifest.json")) - start
     times = {"phase1": phase1_s, "phase2": total - phase1_s}
     print(f"  {name}: {total:.0f} s (phase 1 {phase1_s:.0f} s, phase 2 {total - phase1_s:.0f} s)", flush=True)
-    from src.trainer import read_manifest  # pylint: disable=import-outside-toplevel
+    from src.training.manifest import Manifest  # pylint: disable=import-outside-toplevel
 
-    manifest = read_manifest(os.path.join(run_dir, "phase2"))
+    manifest = Manifest.read(os.path.join(run_dir, "phase2"))
     evals = [json.loads(line) for line in open(os.path.join(run_dir, "phase2", "metrics.jsonl"), encoding="utf-8")
              if '"type": "eval"' in line]
-    stored = manifest.get("teacher_logits") or {}
+    stored = manifest.teacher_logits or {}
     return {"pipeline": name, "phase1_s": round(times["phase1"], 1), "phase2_s": round(times["phase2"], 1),
             "seconds": round(times["phase1"] + times["phase2"], 1), "teacher_logits_s": stored.get("seconds"),
             "dev_accuracy": [round(e["score"], 4) for e in evals], "final_accuracy": round(evals[-1]["score"], 4),
             "best_accuracy": round(max(e["score"] for e in evals), 4),
-            "steps": manifest["total_steps"]}
+            "steps": manifest.total_steps}
 
 
 def export_for_torch(out_dir):
     """The same records and teacher weights for the torch side, as .npz."""
     import numpy as np  # pylint: disable=import-outside-toplevel
 
-    from src.checkpoint import read_checkpoint  # pylint: disable=import-outside-toplevel
-    from src.dataset import create_tinybert_dataset  # pylint: disable=import-outside-toplevel
-    from src.stages import teacher_checkpoint  # pylint: disable=import-outside-toplevel
+    from src.model.checkpoint import read_checkpoint  # pylint: disable=import-outside-toplevel
+    from src.data.dataset import create_tinybert_dataset  # pylint: disable=import-outside-toplevel
+    from src.training.stages import teacher_checkpoint  # pylint: disable=import-outside-toplevel
     from src.config import load_config  # pylint: disable=import-outside-toplevel
 
     cfg = load_config(os.path.join(ROOT, CONFIG), [f"--checkpoint.teacher={BASE}/teacher"], kind="td")

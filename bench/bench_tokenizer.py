@@ -16,7 +16,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from src.tokenization import BertTokenizer  # noqa: E402
+from src.data.tokenization import BertTokenizer  # noqa: E402
 
 SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
 WARMUP_SENTENCES = 1000

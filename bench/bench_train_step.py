@@ -34,21 +34,23 @@ def worker(args):
     import mindspore as ms  # pylint: disable=import-outside-toplevel
 
     from src.config import DistillConfig, StageConfig, bert_preset, resolve_layer_map  # pylint: disable=C0415
-    from src.distill import DistillLoss, build_fit_dense  # pylint: disable=import-outside-toplevel
-    from src.modeling import build_model, set_cpu_gelu, set_cpu_views  # pylint: disable=C0415
-    from src.train import TrainStep  # pylint: disable=import-outside-toplevel
+    from src.distill.loss import DistillLoss, build_fit_dense  # pylint: disable=import-outside-toplevel
+    from src.infra.backend import Backend  # pylint: disable=import-outside-toplevel
+    from src.model.heads import build_model  # pylint: disable=import-outside-toplevel
+    from src.training.step import TrainStep  # pylint: disable=import-outside-toplevel
 
     ms.set_device("CPU")
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_seed(0)
-    set_cpu_gelu(args.cpu_gelu)
-    set_cpu_views(args.views)  # what training stages use on CPU
+    # what CPU training stages use (Backend.for_training), with the GELU kernel and the head layout as asked
+    backend = Backend(gelu=args.cpu_gelu, heads="swap" if args.views else "transpose", host_update=True)
     teacher_cfg, student_cfg = bert_preset(PRESETS[args.teacher]), bert_preset(PRESETS[args.student])
     pairs = resolve_layer_map("uniform", teacher_cfg.num_hidden_layers, student_cfg.num_hidden_layers)
-    teacher, student = build_model(teacher_cfg, "backbone"), build_model(student_cfg, "backbone")
+    teacher, student = build_model(teacher_cfg, "backbone", backend), build_model(student_cfg, "backbone", backend)
     fit_dense = build_fit_dense(student_cfg, teacher_cfg, pairs, "shared")
     loss_net = DistillLoss(student, teacher, "gd", DistillConfig(), pairs, fit_dense=fit_dense)
-    step = TrainStep(loss_net, loss_net.optimizer_params(), StageConfig(lr=5e-5), total_steps=1000, graph=True)
+    step = TrainStep(loss_net, loss_net.optimizer_params(), StageConfig(lr=5e-5), total_steps=1000, graph=True,
+                     host_update=backend.host_update)
     rng = np.random.default_rng(0)
     ids = rng.integers(0, 30522, size=(args.batch, args.seq)).astype(np.int32)
     mask = np.ones((args.batch, args.seq), np.int32)
@@ -56,7 +58,7 @@ def worker(args):
     types = np.zeros((args.batch, args.seq), np.int32)
     types[:, args.seq // 2:] = 1
     # GD has no labels; the loss cell takes a placeholder it does not read (as the trainer passes)
-    batch = [ms.Tensor(ids), ms.Tensor(mask), ms.Tensor(types), ms.Tensor(np.zeros((args.batch,), np.int32))]
+    batch = [ms.Tensor(ids), ms.Tensor(types), ms.Tensor(mask), ms.Tensor(np.zeros((args.batch,), np.int32))]
     times, losses = [], []
     for _ in range(args.warmup + args.steps):
         start = time.perf_counter()

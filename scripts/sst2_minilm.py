@@ -29,18 +29,18 @@ def sh(args, **kwargs):
 
 
 def stage_result(run_dir):
-    from src import checkpoint as ckpt  # pylint: disable=import-outside-toplevel
-    from src.trainer import read_manifest  # pylint: disable=import-outside-toplevel
+    from src.model import checkpoint as ckpt  # pylint: disable=import-outside-toplevel
+    from src.training.manifest import Manifest  # pylint: disable=import-outside-toplevel
 
-    manifest = read_manifest(run_dir)
-    if not manifest or manifest.get("status") != "finished":
+    manifest = Manifest.read(run_dir)
+    if not manifest or not manifest.finished:
         return None
-    best, last = manifest["metrics"]["best"], manifest["metrics"]["last"]
+    best, last = manifest.metrics.best, manifest.metrics.last
     path = os.path.join(run_dir, "best.ckpt")
     meta = ckpt.read_metadata(path)
     return {"best": best["score"], "best_step": best["step"], "final": last["score"],
             "examples": best["sets"][best["select_set"]]["examples"], "parameters": meta["num_parameters"],
-            "checkpoint_mb": os.path.getsize(path) / 2 ** 20, "steps": manifest["step"],
+            "checkpoint_mb": os.path.getsize(path) / 2 ** 20, "steps": manifest.step,
             "layers": meta["model"]["num_hidden_layers"], "hidden": meta["model"]["hidden_size"]}
 
 
@@ -64,8 +64,8 @@ def main(argv=None):
     args.runs = ["teacher"] + [r for r in args.runs if r != "teacher"]  # every student needs the teacher
     os.chdir(ROOT)  # config paths resolve against the working directory: make it the repository
     from src.config import load_config  # pylint: disable=import-outside-toplevel
-    from src.dataset import mindrecord_rows  # pylint: disable=import-outside-toplevel
-    from src.task_data import sample_tsv_rows  # pylint: disable=import-outside-toplevel
+    from src.data.dataset import mindrecord_rows  # pylint: disable=import-outside-toplevel
+    from src.data.task_data import sample_tsv_rows  # pylint: disable=import-outside-toplevel
 
     cfg = load_config(os.path.join(ROOT, args.config), overrides, kind="td")
     out = cfg.run.output_dir

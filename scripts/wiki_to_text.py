@@ -2,7 +2,7 @@
 
   python scripts/wiki_to_text.py --input zhwiki-latest-pages-articles.xml.bz2 --output data/zhwiki.txt
 
-Runs wikiextractor (installed from requirements.txt) and the rule-based sentence splitter of src/wiki.py.
+Runs wikiextractor (installed from requirements.txt) and the rule-based sentence splitter of src/data/wiki.py.
 The result is the input of scripts/create_pretraining_data.py (--input_format sentences).
 """
 import argparse
@@ -12,7 +12,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from src.wiki import wiki_to_text  # noqa: E402
+from src.data.wiki import wiki_to_text  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

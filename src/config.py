@@ -117,7 +117,7 @@ class RunConfig:
     train_url: str = ""  # ModelArts: OBS folder the outputs are copied to
     checkpoint_url: str = ""  # ModelArts: OBS folder of the teacher/student checkpoints
     enable_profiling: bool = False  # MindSpore profiler -> OUTPUT_DIR/profile/rank_R
-    # Exact GELU when training on CPU: "aot" = the project's vectorised kernel (src/gelu_aot.py; same function
+    # Exact GELU when training on CPU: "aot" = the project's vectorised kernel (src/infra/aot.py; same function
     # within 2.4e-7, ~13x faster than MindSpore's, compiled with g++ on first use, falls back if it cannot be);
     # "builtin" = MindSpore's GeLU. Evaluation-only commands and exports always use the builtin one.
     cpu_gelu: Literal["aot", "builtin"] = "aot"

@@ -12,7 +12,9 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-IGNORE_INDEX = -1  # label id of positions that are not scored (NER [CLS]/[SEP]/padding); = task_data.IGNORE_INDEX
+# Label id of positions that are not scored: NER [CLS], [SEP] and padding in the records (src/data/task_data.py),
+# skipped by the losses (src/distill/losses.py), the metrics below and the offline-inference files.
+IGNORE_INDEX = -1
 
 Span = Tuple[str, int, int]  # (entity type, first position, last position), inclusive
 

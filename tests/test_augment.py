@@ -1,13 +1,14 @@
-"""Data augmentation (src/augment.py): GloVe loading and neighbours, sampling, resume, the masked-LM path."""
+"""Data augmentation (src/data/augment.py): GloVe loading and neighbours, sampling, resume, the masked-LM path."""
 import os
 
 import numpy as np
 import pytest
 
-from src import augment as aug
-from src.checkpoint import save_model
+from src.data import augment as aug
+from src.infra.files import write_json_atomic
+from src.model.checkpoint import save_model
 from src.config import BertConfig
-from src.modeling import BertForMaskedLM
+from src.model.heads import BertForMaskedLM
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +161,7 @@ def test_resume_with_other_settings_is_refused(glove, tmp_path, monkeypatch):
     monkeypatch.setattr(augmentor, "augment_texts", lambda texts, keys: (_ for _ in ()).throw(RuntimeError()))
     augmentor_ok = aug.Augmentor(glove, n=5, seed=7)
     out = str(tmp_path / "o.tsv")
-    aug._atomic_json(out + ".progress.json", {"settings": aug.run_settings(augmentor_ok, src, [0], 2),
+    write_json_atomic(out + ".progress.json", {"settings": aug.run_settings(augmentor_ok, src, [0], 2),
                                               "rows_done": 2, "bytes": 0})
     open(out + ".partial", "w").close()
     with pytest.raises(aug.AugmentError, match=r"o.tsv.progress.json: an interrupted run with other settings \(n\)"):
@@ -221,6 +222,7 @@ def tiny_mlm(tmp_path):
     return ckpt, str(vocab)
 
 
+@pytest.mark.slow
 def test_masked_lm_candidates_are_the_models_top_k(tiny_mlm, glove):
     import mindspore as ms  # pylint: disable=import-outside-toplevel
 

@@ -7,11 +7,11 @@ import numpy as np
 import mindspore as ms
 import pytest
 
-from src import checkpoint as checkpoint_module
-from src.checkpoint import (CheckpointError, CheckpointWriter, load_checkpoint, load_model, load_params,
-                            read_checkpoint, read_metadata, read_model_config, save_checkpoint, save_model,
-                            sidecar_path)
-from src.modeling import BertForSequenceClassification, BertForTokenClassification, BertModel
+from src.model import checkpoint as checkpoint_module
+from src.model.checkpoint import CheckpointError, load_checkpoint, load_model, load_params, read_checkpoint, read_metadata, read_model_config, save_checkpoint, save_model, sidecar_path
+from src.training.checkpoints import CheckpointWriter
+from src.model.bert import BertModel
+from src.model.heads import BertForSequenceClassification, BertForTokenClassification
 
 
 def params_of(net):

@@ -292,7 +292,7 @@ def test_config_reference_names_the_undocumented_field(monkeypatch):
 
 
 def test_run_dir_config_difference_ignores_keys_added_at_default_and_removed_keys():
-    from src.trainer import config_difference
+    from src.training.manifest import config_difference
     old = {"data": {"seq_length": 64, "vocab_file": ""}, "gd": {"lr": 5e-5}}
     # a key added since (at its empty default) and a key the schema dropped: the same run
     assert config_difference(old, {"data": {"seq_length": 64, "bucket_boundaries": []}, "gd": {"lr": 5e-5}}) == []

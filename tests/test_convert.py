@@ -11,10 +11,11 @@ import pytest
 import yaml
 from mindspore import Tensor
 
-from src.checkpoint import CheckpointError, load_model, read_metadata
+from src.model.checkpoint import CheckpointError, load_model, read_metadata
 from src.config import ConfigError, to_dict
-from src.convert import convert_hf, convert_tf, convert_zoo, tf_name
-from src.modeling import BertForMaskedLM, BertForSequenceClassification, BertModel
+from src.model.convert import convert_hf, convert_tf, convert_zoo, tf_name
+from src.model.bert import BertModel
+from src.model.heads import BertForMaskedLM, BertForSequenceClassification
 
 from conftest import ROOT
 from test_torch_bin import _dict_pickle, _tensor, _write_zip
@@ -190,6 +191,7 @@ with graph.as_default():
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head", ["masked_lm", "sequence_classification"])
 def test_google_tf_checkpoint(tiny_config, tmp_path, head):
     pytest.importorskip("tensorflow", reason="optional TensorFlow extra (pip install -r requirements-tf.txt)")
@@ -249,10 +251,6 @@ def write_zoo(net, path, root, attr, training_state=True):
     return str(path)
 
 
-def zoo_config(config):
-    return config  # tests build sources with the config they convert with
-
-
 def test_zoo_bertcls_finetune_checkpoint(tiny_config, tmp_path):
     source = BertForSequenceClassification(tiny_config, 2, pooled_activation="none")
     path = write_zoo(source, tmp_path / "classifier-3_100.ckpt", "bert.bert.", "bert_")
@@ -270,7 +268,7 @@ def test_zoo_classifier_needs_the_head_function_named(tiny_config, tmp_path):
 
 
 def test_zoo_ner_checkpoint_converts_to_token_classification(tiny_config, tmp_path):
-    from src.modeling import BertForTokenClassification
+    from src.model.heads import BertForTokenClassification
     source = BertForTokenClassification(tiny_config, 5)
     path = write_zoo(source, tmp_path / "ner.ckpt", "bert.bert.", "bert_")
     out = convert_zoo(path, tiny_config, str(tmp_path / "ner_ms.ckpt"), head="token_classification")
@@ -326,6 +324,7 @@ def test_each_converter_command_has_help(sub):
     assert "--input" in out.stdout and "--output" in out.stdout
 
 
+@pytest.mark.slow
 def test_zoo_command_end_to_end(tiny_config, tmp_path):
     source = BertForSequenceClassification(tiny_config, 2, pooled_activation="relu")
     path = write_zoo(source, tmp_path / "eval_model.ckpt", "bert.bert.", "bert_")

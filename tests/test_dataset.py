@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from src.dataset import create_tinybert_dataset, resolve_files
-from src.records import write_records
+from src.data.dataset import create_tinybert_dataset, resolve_files
+from src.data.records import write_records
 
 S = 16
 N = 37

@@ -30,6 +30,7 @@ def demo(tmp_path_factory, shared_data):
     return out, run_demo(out, shared_data)
 
 
+@pytest.mark.slow
 def test_demo_runs_every_stage_and_reports(demo):
     out, proc = demo
     for stage in ("1/7 data", "2/7 teacher", "3/7 general distillation", "4/7 data augmentation",
@@ -61,6 +62,7 @@ def test_demo_runs_every_stage_and_reports(demo):
     assert phase1["started_from"]["student"]["path"].endswith(os.path.join("gd", "last.ckpt"))
 
 
+@pytest.mark.slow
 def test_demo_rerun_skips_finished_stages(demo, shared_data):
     out, _ = demo
     before = (out / "results.json").read_text()

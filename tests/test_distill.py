@@ -6,9 +6,11 @@ import mindspore as ms
 import pytest
 
 from src.config import BertConfig, DistillConfig, StageConfig, resolve_layer_map
-from src.distill import LOSS_TERMS, DistillError, DistillLoss, build_fit_dense
-from src.modeling import BertForSequenceClassification, BertForTokenClassification, BertModel
-from src.train import TrainStep, lr_at, parameter_groups
+from src.distill.loss import LOSS_TERMS, DistillError, DistillLoss, build_fit_dense
+from src.model.bert import BertModel
+from src.model.heads import BertForSequenceClassification, BertForTokenClassification
+from src.training.step import TrainStep
+from src.training.optim import lr_at, parameter_groups
 
 TEACHER = BertConfig(vocab_size=99, hidden_size=48, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64,
                      max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
@@ -26,7 +28,7 @@ def batch(ner=False):
     ids[mask == 0] = 0
     labels = np.where(mask == 1, rng.integers(0, 3, (4, 12)), -1).astype(np.int32) if ner else \
         np.array([0, 1, 1, 0], np.int32)
-    return [ms.Tensor(ids), ms.Tensor(mask), ms.Tensor(np.zeros_like(ids)), ms.Tensor(labels)]
+    return [ms.Tensor(ids), ms.Tensor(np.zeros_like(ids)), ms.Tensor(mask), ms.Tensor(labels)]
 
 
 def build(stage, ner=False, fit="shared"):
@@ -51,6 +53,7 @@ CASES = [("gd", False), ("intermediate", False), ("prediction", False), ("predic
          ("intermediate", True)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage,ner", CASES)
 def test_stage_trains_in_graph_mode(stage, ner):
     net, student, teacher = build(stage, ner)
@@ -101,6 +104,7 @@ def test_every_trained_parameter_gets_a_gradient(stage, ner):
         assert len(params) == len(list(student.trainable_params())) - unused
 
 
+@pytest.mark.slow
 def test_gradients_match_finite_differences():
     """The step's gradient of the GD loss agrees with a central difference on one weight."""
     ms.set_context(mode=ms.PYNATIVE_MODE)
@@ -172,13 +176,13 @@ def test_learning_rate_schedule_and_groups():
 
 # ---- student initialisation from the teacher --------------------------------------------------------
 def _named(net):
-    from src.checkpoint import named_parameters
+    from src.model.checkpoint import named_parameters
     return {n: p.asnumpy() for n, p in named_parameters(net)}
 
 
 @pytest.mark.parametrize("mode, expected", [("teacher_lower_layers", [0, 1]), ("teacher_mapped_layers", [1, 3])])
 def test_student_init_copies_the_chosen_teacher_layers(tiny_config, mode, expected):
-    from src.stages import copy_teacher_layers
+    from src.distill.student_init import copy_teacher_layers
     ms.set_seed(3)
     teacher = BertForSequenceClassification(dataclasses.replace(tiny_config, num_hidden_layers=4), 3)
     student = BertForSequenceClassification(tiny_config, 3)
@@ -195,7 +199,7 @@ def test_student_init_copies_the_chosen_teacher_layers(tiny_config, mode, expect
 
 def test_student_init_refuses_other_widths_and_unmapped_layers(tiny_config):
     from src.config import ConfigError
-    from src.stages import copy_teacher_layers
+    from src.distill.student_init import copy_teacher_layers
     teacher = BertModel(dataclasses.replace(tiny_config, num_hidden_layers=4))
     with pytest.raises(ConfigError, match="student.hidden_size == teacher.hidden_size"):
         copy_teacher_layers(BertModel(dataclasses.replace(tiny_config, hidden_size=16)), teacher,

@@ -5,7 +5,8 @@ import zipfile
 
 import pytest
 
-from src.download import ARCHIVES, Archive, DownloadError, download_archive, ensure_dataset, file_digest
+from src.infra.download import ARCHIVES, Archive, DownloadError, download_archive, ensure_dataset
+from src.infra.files import file_digest
 
 
 def make_zip(path, members):

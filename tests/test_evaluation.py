@@ -12,12 +12,12 @@ from mindspore.mindrecord import FileReader
 import pytest
 import yaml
 
-from src import checkpoint as ckpt
+from src.model import checkpoint as ckpt
 from src.config import BertConfig, DataConfig
 from src.metrics import evaluate
-from src.modeling import BertForSequenceClassification, BertForTokenClassification
-from src.task_data import convert_task_data, load_label_map
-from src.trainer import Evaluator, eval_sets_from
+from src.model.heads import BertForSequenceClassification, BertForTokenClassification
+from src.data.task_data import convert_task_data, load_label_map
+from src.training.evaluation import Evaluator, eval_sets_from
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -72,6 +72,7 @@ class ShapeSpy(nn.Cell):
         return self.net(ids, segments, mask)
 
 
+@pytest.mark.slow
 def test_evaluator_buckets_and_short_last_batches_give_each_example_its_own_logits(tmp_path, shared_data):
     """With length buckets, each batch is trimmed to its bucket and the last (short) batch of each bucket is padded
     to the full batch size with copies of a row, so graph mode compiles one graph per length; every example still
@@ -128,6 +129,7 @@ def test_evaluator_entity_f1_on_cluener(tmp_path, shared_data):
     assert perfect["f1"] == 1.0 and perfect["support"] == entities
 
 
+@pytest.mark.slow
 def test_finetune_real_minilm_teacher_on_sst2(tmp_path, shared_data, minilm_dir):
     """The teacher path users take: the pretrained MiniLM from its wheel, converted, fine-tuned on SST-2."""
     env = dict(os.environ, PYTHONPATH=ROOT, GLOG_v="3", MS_COMPILER_CACHE_ENABLE="0")

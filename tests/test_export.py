@@ -15,11 +15,12 @@ import mindspore as ms
 import pytest
 from mindspore import Tensor, nn, ops
 
-from src.checkpoint import load_model, read_metadata, save_model
-from src.export import (ExportError, LogitsOnly, example_inputs, export_checkpoint, export_network,
-                        read_export_metadata)
-from src.inference import CheckpointRunner, MindIRRunner, OnnxRunner, load_runner
-from src.modeling import BertForSequenceClassification, BertForTokenClassification
+from src.model.checkpoint import load_model, read_metadata, save_model
+from src.ship.export import example_inputs, export_checkpoint, export_network
+from src.ship.format import ExportError, read_export_metadata
+from src.model.heads import LogitsOnly
+from src.ship.inference import CheckpointRunner, MindIRRunner, OnnxRunner, load_runner
+from src.model.heads import BertForSequenceClassification, BertForTokenClassification
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -125,6 +126,7 @@ def gelu_config(tiny_config):
 
 
 # ---- MINDIR --------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_mindir_static_matches_the_cell(gelu_config, store, mode):
     ckpt = trained_checkpoint(store, gelu_config)
     path = export_checkpoint(ckpt, "MINDIR", "deploy/student", batch_size=4, seq_length=32)
@@ -143,6 +145,7 @@ def test_mindir_static_matches_the_cell(gelu_config, store, mode):
     assert max_diff(got, expected) <= MINDIR_BOUND
 
 
+@pytest.mark.slow
 def test_mindir_dynamic_batch_takes_any_batch(gelu_config, store):
     ckpt = trained_checkpoint(store, gelu_config)
     path = export_checkpoint(ckpt, "MINDIR", "dyn", seq_length=32, dynamic_batch=True)
@@ -196,6 +199,7 @@ def test_onnx_uses_the_real_erf_and_matches_the_cell(gelu_config, store):
     assert diff <= ONNX_BOUND
 
 
+@pytest.mark.slow
 def test_gelu_tanh_and_relu_models_export_as_they_are(tiny_config, tmp_path):
     import onnx
 
@@ -211,6 +215,7 @@ def test_gelu_tanh_and_relu_models_export_as_they_are(tiny_config, tmp_path):
         assert max_diff(load_runner(path)(*batch), cell_logits(ckpt, *batch)) <= ONNX_BOUND
 
 
+@pytest.mark.slow
 def test_token_classification_logits_per_token(gelu_config, store):
     ckpt = trained_checkpoint(store, gelu_config, head="token_classification", num_labels=5)
     batch = realistic_batch(gelu_config, 3, 24, seed=4)
@@ -226,11 +231,12 @@ def test_token_classification_logits_per_token(gelu_config, store):
         assert read_export_metadata(path)["outputs"][0]["shape"] == [3, 24, 5]
 
 
+@pytest.mark.slow
 def test_real_minilm_encoder_through_onnx(minilm_dir, tmp_path):
     """Real pretrained weights (all-MiniLM-L6-v2, exact GELU) and real sentences; an identity classifier makes
     the token logits equal to the last hidden state, so the whole encoder output is compared."""
-    from src.convert import convert_hf
-    from src.tokenization import BertTokenizer
+    from src.model.convert import convert_hf
+    from src.data.tokenization import BertTokenizer
 
     converted = convert_hf(minilm_dir, str(tmp_path / "minilm.ckpt"), head="token_classification",
                            num_labels=384, allow_missing=("classifier.*",))
@@ -261,6 +267,7 @@ def test_real_minilm_encoder_through_onnx(minilm_dir, tmp_path):
 
 
 # ---- runners -------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_predict_batches_pads_and_drops_rows(gelu_config, store):
     ckpt = trained_checkpoint(store, gelu_config)
     path = export_checkpoint(ckpt, "ONNX", "b4", batch_size=4, seq_length=16)
@@ -294,6 +301,7 @@ def test_runner_checks_inputs(gelu_config, store):
         runner(ids, types[:, :4], mask)
 
 
+@pytest.mark.slow
 def test_export_leaves_the_network_untouched(gelu_config, store):
     net = load_model(trained_checkpoint(store, gelu_config))
     net.set_train(True)
@@ -353,6 +361,7 @@ def test_runner_refuses_files_without_or_with_stale_json(gelu_config, store):
 
 
 # ---- command line --------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cli_exports_and_reports(gelu_config, store, tmp_path):
     ckpt = trained_checkpoint(store, gelu_config)
     env = dict(os.environ, MS_COMPILER_CACHE_ENABLE="0", GLOG_v="3")

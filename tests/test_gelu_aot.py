@@ -1,15 +1,20 @@
-"""The exact-GELU AOT kernel (src/gelu_aot.py): the same function as erf GELU to float32 rounding, its gradient,
+"""The exact-GELU AOT kernel (src/infra/aot.py): the same function as erf GELU to float32 rounding, its gradient,
 both execution modes, use inside BERT and training, and the fallback when it cannot be compiled."""
 import dataclasses
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import mindspore as ms
 import pytest
 from mindspore import Tensor, nn
 
-from src import gelu_aot
-from src.modeling import BertModel, activation, set_cpu_gelu
+from src.infra import aot as gelu_aot
+from src.infra.backend import Backend
+from src.model.bert import BertModel, activation
+from conftest import ROOT
 
 
 def reference(x):
@@ -58,18 +63,15 @@ def test_gradient_matches_the_analytic_derivative(kernel, mode):
     assert np.abs(got - grad * dy).max() <= 2e-6
 
 
+@pytest.mark.slow
 def test_bert_with_the_kernel_computes_the_same_function(tiny_config, kernel, mode):
     config = dataclasses.replace(tiny_config, hidden_act="gelu", hidden_dropout_prob=0.0,
                                  attention_probs_dropout_prob=0.0)
     ms.set_seed(4)
     builtin_net = BertModel(config)
-    set_cpu_gelu("aot")
-    try:
-        fast_net = BertModel(config)
-        assert isinstance(activation("gelu"), gelu_aot.GeluAOT) and fast_net.encoder is not None
-    finally:
-        set_cpu_gelu("builtin")
-    assert isinstance(activation("gelu"), nn.GELU)
+    fast_net = BertModel(config, Backend(gelu="aot"))
+    assert isinstance(fast_net.encoder.layer[0].intermediate.act, gelu_aot.GeluAOT)
+    assert isinstance(builtin_net.encoder.layer[0].intermediate.act, nn.GELU)
     ms.load_param_into_net(fast_net, {p.name: p for p in builtin_net.get_parameters()})
     rng = np.random.default_rng(2)
     ids = Tensor(rng.integers(1, 99, (3, 16)).astype(np.int32))
@@ -79,17 +81,27 @@ def test_bert_with_the_kernel_computes_the_same_function(tiny_config, kernel, mo
     assert np.abs(a - b).max() <= 1e-5
 
 
-def test_missing_compiler_falls_back_or_raises(monkeypatch, tmp_path):
-    monkeypatch.setattr(gelu_aot, "_ops", None)
-    monkeypatch.setattr(gelu_aot, "_error", None)
-    monkeypatch.setenv("CXX", "/nonexistent/g++")
-    monkeypatch.setenv("TINYBERT_KERNEL_CACHE", str(tmp_path))
-    with pytest.raises(gelu_aot.KernelBuildError, match="/nonexistent/g\\+\\+"):
-        gelu_aot.gelu_ops(strict=True)
-    cell = gelu_aot.GeluAOT()
-    assert not cell.use_aot
-    x = np.linspace(-3, 3, 7).astype(np.float32)
-    np.testing.assert_array_equal(cell(Tensor(x)).asnumpy(), nn.GELU(approximate=False)(Tensor(x)).asnumpy())
+def test_missing_compiler_falls_back_or_raises(tmp_path):
+    """Without a compiler (in a fresh process, so nothing is built yet): strict building raises naming the
+    compiler; otherwise the cell computes MindSpore's GeLU and the training backend falls back."""
+    code = """
+import numpy as np, pytest
+from mindspore import Tensor, nn
+from src.config import RunConfig
+from src.infra import aot
+from src.infra.backend import Backend
+with pytest.raises(aot.KernelBuildError, match="/nonexistent/g\\+\\+"):
+    aot.gelu_ops(strict=True)
+cell = aot.GeluAOT()
+assert not cell.use_aot and not aot.available()
+x = np.linspace(-3, 3, 7).astype(np.float32)
+np.testing.assert_array_equal(cell(Tensor(x)).asnumpy(), nn.GELU(approximate=False)(Tensor(x)).asnumpy())
+assert Backend.for_training(RunConfig(), "CPU") == Backend(gelu="builtin", heads="views", host_update=True)
+print("ok")
+"""
+    env = dict(os.environ, CXX="/nonexistent/g++", TINYBERT_KERNEL_CACHE=str(tmp_path), PYTHONPATH=ROOT, GLOG_v="3")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
 
 
 def test_library_is_cached_by_content(tmp_path, monkeypatch):
@@ -100,33 +112,19 @@ def test_library_is_cached_by_content(tmp_path, monkeypatch):
     assert not [p for p in tmp_path.iterdir() if p.suffix == ".so" and p.name != first.split("/")[-1]]
 
 
-def test_training_stages_use_the_kernel_and_restore_the_builtin_for_everything_else():
-    from src.modeling import cpu_gelu
-    from src.stages import _training_kernels
-    seen = []
+def test_training_backend_uses_the_kernels_on_cpu_only_and_the_portable_one_builds_mindspores_ops(kernel):
+    from src.config import RunConfig
 
-    @_training_kernels
-    def stage(cfg, runtime):
-        seen.append(type(activation("gelu")))
-        return {}
-
-    class Run:
-        cpu_gelu = "aot"
-
-    class Cfg:
-        run = Run()
-
-    class Runtime:
-        device_target = "CPU"
-
-    stage(Cfg(), Runtime())
-    Run.cpu_gelu = "builtin"
-    stage(Cfg(), Runtime())
-    assert seen == [gelu_aot.GeluAOT, nn.GELU]
-    assert isinstance(activation("gelu"), nn.GELU)  # export and evaluation afterwards: MindSpore's GeLU
-    with cpu_gelu("aot"):
-        assert isinstance(activation("gelu"), gelu_aot.GeluAOT)
-    assert isinstance(activation("gelu"), nn.GELU)
+    backend = Backend.for_training(RunConfig(), "CPU")
+    assert backend == Backend(gelu="aot", heads="swap", host_update=True)
+    assert isinstance(activation("gelu", backend), gelu_aot.GeluAOT)
+    assert Backend.for_training(RunConfig(cpu_gelu="builtin", cpu_host_update=False), "CPU") == \
+        Backend(gelu="builtin", heads="swap", host_update=False)
+    assert Backend.for_training(RunConfig(), "CPU", distributed=True).host_update is False  # the graph update
+    assert Backend.for_training(RunConfig(), "GPU") == Backend() == Backend.for_training(RunConfig(), "Ascend")
+    assert isinstance(activation("gelu"), nn.GELU)  # export and evaluation: MindSpore's GeLU
+    with pytest.raises(ValueError, match="Backend.heads: got 'fast'"):
+        Backend(heads="fast")
 
 
 def test_swap_axes12_kernel_and_its_gradient(kernel, mode):
@@ -152,25 +150,22 @@ def test_swap_axes12_kernel_and_its_gradient(kernel, mode):
     np.testing.assert_array_equal(ms.grad(Weighted())(Tensor(x), Tensor(w)).asnumpy(), w.transpose(0, 2, 1, 3))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("use_kernel", [True, False])
-def test_training_attention_kernels_give_the_same_bert(kernel, use_kernel, monkeypatch):
-    """BERT built for training on CPU (set_cpu_views: the AOT head swap, or mint views without the kernel) gives
-    the outputs and gradients of the BERT built for export (ops.transpose), in graph mode."""
+def test_training_attention_kernels_give_the_same_bert(kernel, use_kernel):
+    """BERT built for training on CPU (Backend heads "swap": the AOT head swap, or "views": mint views, what is used
+    without the kernel) gives the outputs and gradients of the BERT built for export (ops.transpose), in graph mode."""
     from src.config import BertConfig
-    from src.modeling import cpu_gelu
 
     ms.set_context(mode=ms.GRAPH_MODE)
     config = BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                         intermediate_size=37, max_position_embeddings=64, hidden_dropout_prob=0.0,
                         attention_probs_dropout_prob=0.0)
-    if not use_kernel:
-        monkeypatch.setattr(gelu_aot, "swap_axes12_op", lambda: None)
     ms.set_seed(4)
     plain = BertModel(config)
-    with cpu_gelu("builtin", views=True):
-        fast = BertModel(config)
+    fast = BertModel(config, Backend(heads="swap" if use_kernel else "views"))
     attention = [cell for _, cell in fast.cells_and_names() if type(cell).__name__ == "BertSelfAttention"]
-    assert attention and all(a.cpu_views and a.use_swap == use_kernel for a in attention)
+    assert attention and all(a.use_swap == use_kernel and a.use_views != use_kernel for a in attention)
     ms.load_param_into_net(fast, {p.name: ms.Parameter(p.data.copy(), p.name) for p in plain.get_parameters()})
     rng = np.random.default_rng(5)
     ids = Tensor(rng.integers(0, 99, (3, 11)).astype(np.int32))

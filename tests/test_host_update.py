@@ -1,13 +1,14 @@
-"""src/train.py HostUpdate (run.cpu_host_update): the optimizer update in numpy on the parameters' memory gives what
+"""src/training/step.py HostUpdate (run.cpu_host_update): the optimizer update in numpy on the parameters' memory gives what
 the graph update gives: clipped AdamWeightDecay, the optimizer's step, the dynamic loss scale, overflow skipping."""
 import mindspore as ms
 import numpy as np
 import pytest
 
 from src.config import BertConfig, DistillConfig, LossScaleConfig, StageConfig
-from src.distill import DistillLoss
-from src.modeling import BertForSequenceClassification
-from src.train import HostUpdate, TrainStep
+from src.distill.loss import DistillLoss
+from src.model.heads import BertForSequenceClassification
+from src.training.step import TrainStep
+from src.training.host_update import HostUpdate
 
 
 def make_step(clip_mode="global", window=1000, max_grad_norm=1.0):
@@ -28,15 +29,15 @@ def state(step):
 
 def batch():
     rng = np.random.default_rng(0)
-    return [ms.Tensor(rng.integers(1, 99, (4, 8)).astype(np.int32)), ms.Tensor(np.ones((4, 8), np.int32)),
-            ms.Tensor(np.zeros((4, 8), np.int32)), ms.Tensor(np.array([0, 1, 0, 1], np.int32))]
+    return [ms.Tensor(rng.integers(1, 99, (4, 8)).astype(np.int32)), ms.Tensor(np.zeros((4, 8), np.int32)),
+            ms.Tensor(np.ones((4, 8), np.int32)), ms.Tensor(np.array([0, 1, 0, 1], np.int32))]
 
 
 def both_updates(step, grads):
     """Apply the graph update and the host update to the same state and gradients; return both results."""
     tensors = state(step)
     before = [t.asnumpy().copy() for t in tensors]
-    graph_out = [float(x) for x in step._update(*grads)]  # pylint: disable=protected-access
+    graph_out = [float(x) for x in step.graph_update(*grads)]
     graph_after = [t.asnumpy().copy() for t in tensors]
     for t, value in zip(tensors, before):
         t.asnumpy()[...] = value  # on CPU asnumpy() is a writable view of the parameter
@@ -45,6 +46,7 @@ def both_updates(step, grads):
     return before, (graph_out, graph_after), (host_out, host_after), [t.name for t in tensors]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("clip_mode,max_grad_norm", [("global", 1.0), ("global", 1e-3),
                                                      ("per_tensor", 1e-2)])
 def test_host_update_equals_the_graph_update(clip_mode, max_grad_norm):
@@ -53,7 +55,7 @@ def test_host_update_equals_the_graph_update(clip_mode, max_grad_norm):
     data = batch()
     for _ in range(3):  # non-zero moments and a warmed-up learning rate
         step.step(*data)
-    _, grads = step._gradients(*data)  # pylint: disable=protected-access
+    _, grads = step.gradients(*data)
     before, (g_out, g_after), (h_out, h_after), names = both_updates(step, grads)
     np.testing.assert_allclose(h_out, g_out, rtol=1e-6)
     changed = 0
@@ -64,12 +66,13 @@ def test_host_update_equals_the_graph_update(clip_mode, max_grad_norm):
     assert int(h_after[names.index("global_step")].reshape(-1)[0]) == 4
 
 
+@pytest.mark.slow
 def test_host_update_overflow_skips_and_halves_the_scale_then_grows_it():
     ms.set_context(mode=ms.GRAPH_MODE)
     step = make_step(window=2)
     data = batch()
     step.step(*data)
-    _, grads = step._gradients(*data)  # pylint: disable=protected-access
+    _, grads = step.gradients(*data)
     grads = list(grads)
     bad = grads[0].asnumpy().copy()
     bad.reshape(-1)[0] = np.inf
@@ -91,9 +94,14 @@ def test_host_update_overflow_skips_and_halves_the_scale_then_grows_it():
     assert scales == [1024.0, 2048.0]
 
 
-def test_cpu_training_uses_the_host_update_by_default():
+def test_cpu_training_uses_the_host_update_on_one_device_only():
+    from src.config import RunConfig
+    from src.infra.backend import Backend
+
     step = make_step()
     assert step.host_update is None  # host_update=False asked for the graph
     loss_net = step.loss_net
-    assert TrainStep(loss_net, loss_net.optimizer_params(), step.stage, 20).host_update is not None
-    assert TrainStep(loss_net, loss_net.optimizer_params(), step.stage, 20, host_update=False).host_update is None
+    assert Backend.for_training(RunConfig(), "CPU").host_update  # what CPU training stages pass
+    assert TrainStep(loss_net, loss_net.optimizer_params(), step.stage, 20, host_update=True).host_update is not None
+    with pytest.raises(ValueError, match="host_update: the host update serves one device"):
+        TrainStep(loss_net, loss_net.optimizer_params(), step.stage, 20, host_update=True, distributed=True)

@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 from mindspore import Tensor
 
-from src.checkpoint import CheckpointError, load_checkpoint, save_model
-from src.modeling import BertForSequenceClassification, BertForTokenClassification, BertModel, count_parameters
-from src.task_data import Summary, labels_from_data, parse_examples
+from src.model.checkpoint import CheckpointError, load_checkpoint, save_model
+from src.model.bert import BertModel
+from src.model.heads import BertForSequenceClassification, BertForTokenClassification, count_parameters
+from src.data.task_data import Summary, labels_from_data, parse_examples
 from tests.conftest import ROOT
 
 HUB_FILE = os.path.join(ROOT, "mindspore_hub_conf.py")
@@ -106,7 +107,7 @@ def test_small_networks_build_and_run(hub, name, tmp_path, monkeypatch):
 
 
 def test_cluener_tags_match_the_converter_on_real_data(hub, shared_data):
-    """The 41 hub tags are exactly what src.task_data computes from the CLUENER dev set (all 10 types occur)."""
+    """The 41 hub tags are exactly what src.data.task_data computes from the CLUENER dev set (all 10 types occur)."""
     examples = parse_examples("cluener", os.path.join(shared_data, "clue", "cluener", "dev.json"), False, Summary())
     assert hub.cluener_labels() == labels_from_data("cluener", examples)
     assert len(hub.cluener_labels()) == 1 + 4 * 10 == 41
@@ -131,6 +132,7 @@ def test_large_networks_build_with_deferred_init(hub, name):
     print(f"{name}: structure built in {built:.2f} s, {published / 1e6:.1f} M parameters")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(LARGE))
 def test_large_networks_full_build_and_forward(hub, name, tmp_path, monkeypatch):
     """The real initialisation and one forward pass at batch 1, sequence 8 (~75 s and 2 GB for both)."""
@@ -147,6 +149,7 @@ def test_large_networks_full_build_and_forward(hub, name, tmp_path, monkeypatch)
     print(f"{name}: built in {built:.1f} s, forward [1, 8] in {time.perf_counter() - start:.1f} s")
 
 
+@pytest.mark.slow
 def test_kwargs_are_checked_and_never_leak_into_later_calls(hub, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     five = create(hub, "tinybert_sst2", num_labels=5, seq_length=64, batch_size=4)
@@ -183,6 +186,7 @@ def test_kwargs_are_checked_and_never_leak_into_later_calls(hub, tmp_path, monke
         create(hub, "tinybert", True)  # the reference passed *args on as use_one_hot_embeddings
 
 
+@pytest.mark.slow
 def test_strict_checkpoint_round_trip_and_wrong_shapes(hub, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     x = inputs(vocab=30522)
@@ -210,6 +214,7 @@ def test_strict_checkpoint_round_trip_and_wrong_shapes(hub, tmp_path, monkeypatc
     assert "classifier.weight (2, 312) vs network (15, 312)" in str(err.value)
 
 
+@pytest.mark.slow
 def test_fresh_interpreter_import_by_path_and_foreign_src_package(tmp_path):
     """In a new process (cwd elsewhere, nothing on PYTHONPATH), as the hub runs it; and a shadowing `src`."""
     script = tmp_path / "load.py"

@@ -1,7 +1,7 @@
 """The offline-inference chain on CPU: preprocess.py -> scripts/run_infer_cpu.py -> postprocess.py.
 
 A tiny classifier (SST-2 dev rows) and a tiny NER tagger (CLUENER dev rows) are trained for a few steps on real
-task records, saved, exported to MINDIR with src.export, and run through the three commands as subprocesses
+task records, saved, exported to MINDIR with src.ship.export, and run through the three commands as subprocesses
 (and once through scripts/run_infer_310.sh with INFER_RUNNER=cpu). postprocess.py's metric must equal the metric
 computed directly from the checkpoint's logits on the same records, including the padded last batch; the NER
 results are read in the [B*S, C] layout the Ascend 310 program writes. Bad inputs (missing or truncated .bin
@@ -19,12 +19,13 @@ import pytest
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
-from src import export
-from src.checkpoint import load_model, save_model
-from src.dataset import create_tinybert_dataset
+from src.ship import export
+from src.model.checkpoint import load_model, save_model
+from src.data.dataset import create_tinybert_dataset
 from src.metrics import evaluate
-from src.modeling import BertForSequenceClassification, BertForTokenClassification
-from src.task_data import IGNORE_INDEX, convert_task_data, load_label_map
+from src.model.heads import BertForSequenceClassification, BertForTokenClassification
+from src.data.task_data import convert_task_data, load_label_map
+from src.metrics import IGNORE_INDEX
 from tests.conftest import ROOT, SHARED_DATA
 
 
@@ -106,6 +107,7 @@ def read_result_logits(result_dir, batch_size, num_batches, shape):
                                        np.float32).reshape(shape) for i in range(num_batches)])
 
 
+@pytest.mark.slow
 @needs_data
 def test_classification_chain_matches_checkpoint_metric(tiny_config, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a failed graph compile writes rank_0/ into the working directory
@@ -155,6 +157,7 @@ def test_classification_chain_matches_checkpoint_metric(tiny_config, tmp_path, m
     assert json.load(open(tmp_path / "sh" / "metric.json"))["score"] == expected["score"]
 
 
+@pytest.mark.slow
 @needs_data
 def test_ner_chain_reads_bs_times_seq_logits(tiny_config, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -215,6 +218,7 @@ def fake_results(base, name="res", rows=8, classes=2):
     return result_dir
 
 
+@pytest.mark.slow
 @needs_data
 def test_postprocess_missing_and_truncated_result_files(sst2_bins):
     base, _ = sst2_bins
@@ -240,6 +244,7 @@ def test_postprocess_missing_and_truncated_result_files(sst2_bins):
     assert "meta.json: missing" in err
 
 
+@pytest.mark.slow
 @needs_data
 def test_cpu_runner_rejects_truncated_input_and_wrong_shapes(sst2_bins, tiny_config, tmp_path, monkeypatch):
     base, _ = sst2_bins

@@ -10,8 +10,8 @@ import types
 import pytest
 
 from src.config import RunConfig
-from src.modelarts import LocalEnv, ModelArtsSync, import_moxing
-from src.runtime import launched_distributed
+from src.infra.modelarts import LocalEnv, ModelArtsSync, import_moxing
+from src.infra.runtime import launched_distributed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECORDER = """#!/usr/bin/env bash

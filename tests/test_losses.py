@@ -4,7 +4,7 @@ import mindspore as ms
 import pytest
 from mindspore import nn
 
-from src import losses
+from src.distill import losses
 
 RNG = np.random.default_rng(7)
 B, N, S, H, C = 3, 2, 5, 4, 3

@@ -8,10 +8,10 @@ import mindspore as ms
 import pytest
 from mindspore import Tensor
 
-from src.checkpoint import load_model, read_metadata
-from src.convert import convert_hf
-from src.modeling import BertModelOutput
-from src.tokenization import BertTokenizer
+from src.model.checkpoint import load_model, read_metadata
+from src.model.convert import convert_hf
+from src.model.bert import BertModelOutput
+from src.data.tokenization import BertTokenizer
 
 SENTENCES = [
     ("A man is playing a guitar.", "Someone is playing an instrument."),
@@ -70,6 +70,7 @@ def numpy_bert(weights, cfg, ids, types, mask):
     return x
 
 
+@pytest.mark.slow
 def test_converted_minilm_matches_numpy_bert(minilm_dir, converted, encoded, mode):
     from safetensors.numpy import load_file
     weights = load_file(os.path.join(minilm_dir, "model.safetensors"))

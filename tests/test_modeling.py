@@ -5,8 +5,8 @@ import pytest
 from mindspore import Tensor
 
 from src.config import bert_preset
-from src.modeling import (ATTENTION_MASK_VALUE, BertForMaskedLM, BertForSequenceClassification,
-                          BertForTokenClassification, BertModel, BertModelOutput, HeadOutput, count_parameters)
+from src.model.bert import ATTENTION_MASK_VALUE, BertModel, BertModelOutput
+from src.model.heads import BertForMaskedLM, BertForSequenceClassification, BertForTokenClassification, HeadOutput, count_parameters
 
 
 def inputs(config, batch=2, seq=8, valid=(8, 5), seed=0):
@@ -91,6 +91,7 @@ def test_dropout_only_in_training(tiny_config):
     assert not np.allclose(net(*x)[0].asnumpy(), net(*x)[0].asnumpy())
 
 
+@pytest.mark.slow
 def test_task_heads_take_the_same_inputs_in_the_same_order(tiny_config, mode):
     x = inputs(tiny_config)
     for net, shape in ((BertForSequenceClassification(tiny_config, 3), (2, 3)),
@@ -155,7 +156,7 @@ def test_initialisation_is_explicit(tiny_config):
 
 
 def test_layer_norm_uses_configured_epsilon(tiny_config):
-    from src.modeling import LayerNorm
+    from src.model.bert import LayerNorm
     x = np.random.default_rng(0).normal(size=(2, 3, 4)).astype(np.float32) * 1e-4
     for eps in (1e-12, 1e-2):
         got = LayerNorm(4, eps)(Tensor(x)).asnumpy()
@@ -163,6 +164,7 @@ def test_layer_norm_uses_configured_epsilon(tiny_config):
         np.testing.assert_allclose(got, (x - mu) / np.sqrt(var + eps), rtol=1e-3, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_parameter_counts_of_presets():
     # Paper TinyBERT-4: 14.5M in the paper's table counts the 312->768 projection; the encoder is 14.35M.
     assert count_parameters(BertModel(bert_preset("tinybert-4l-312"))) == 14_350_248

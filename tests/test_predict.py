@@ -16,11 +16,11 @@ import mindspore as ms
 from mindspore import Tensor
 
 import predict
-from src import export
-from src.checkpoint import load_model, save_model
+from src.ship import export
+from src.model.checkpoint import load_model, save_model
 from src.config import BertConfig
-from src.modeling import BertForSequenceClassification, BertForTokenClassification
-from src.tokenization import BertTokenizer
+from src.model.heads import BertForSequenceClassification, BertForTokenClassification
+from src.data.tokenization import BertTokenizer
 from tests.conftest import ROOT, SHARED_DATA
 
 
@@ -78,6 +78,7 @@ def run_cli(*args, stdin=None, ok=True, cwd):
     return proc
 
 
+@pytest.mark.slow
 def test_three_sentences_give_label_names_and_probabilities(models, tmp_path):
     out = run_cli("--model", models["mindir"], "--vocab_file", EN_VOCAB, "--labels_file", models["labels"],
                   *SENTENCES, cwd=tmp_path).stdout
@@ -90,6 +91,7 @@ def test_three_sentences_give_label_names_and_probabilities(models, tmp_path):
         assert abs(float(probability) - p.max()) < 1e-4  # printed with 4 decimals
 
 
+@pytest.mark.slow
 def test_stdin_jsonl_with_a_pair_and_a_blank_line(models, tmp_path):
     stdin = f"{SENTENCES[0]}\n\n{SENTENCES[1]}\tbut the acting is superb\n"
     out = run_cli("--model", models["mindir"], "--vocab_file", EN_VOCAB, "--labels_file", models["labels"],

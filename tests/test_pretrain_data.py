@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from src import pretrain_data as pd
-from src.tokenization import BertTokenizer
+from src.data import pretrain_data as pd
+from src.data.tokenization import BertTokenizer
 from conftest import ROOT, SHARED_DATA
 
 EN_VOCAB = os.path.join(SHARED_DATA, "vocab", "bert-base-uncased-vocab.txt")
@@ -16,8 +16,6 @@ ZH_VOCAB = os.path.join(SHARED_DATA, "vocab", "bert-base-chinese-vocab.txt")
 WIKITEXT = os.path.join(SHARED_DATA, "corpus", "en", "wikitext-2-raw.wiki.test.raw")
 BERT_SAMPLE = os.path.join(SHARED_DATA, "corpus", "en", "bert_sample_text.txt")
 CN_WIKI = os.path.join(SHARED_DATA, "corpus", "zh", "cn_wiki_sample.txt")
-HAS_RECORDS = os.path.exists(os.path.join(ROOT, "src", "records.py"))
-needs_records = pytest.mark.skipif(not HAS_RECORDS, reason="src/records.py (the record writer) does not exist yet")
 
 
 @pytest.fixture(scope="module")
@@ -194,13 +192,13 @@ def test_same_instances_as_google(en_tok):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# End to end through src/records.py
+# End to end through src/data/records.py
 
 
 def _read_back(files, fmt):
     """All rows of the written files, read by MindSpore's own readers."""
     import mindspore.dataset as ds  # pylint: disable=import-outside-toplevel
-    from src.records import schema_path_for  # pylint: disable=import-outside-toplevel
+    from src.data.records import schema_path_for  # pylint: disable=import-outside-toplevel
 
     if fmt == "mindrecord":
         datasets = [ds.MindDataset(files, shuffle=False)]
@@ -209,7 +207,6 @@ def _read_back(files, fmt):
     return [row for data in datasets for row in data.create_dict_iterator(output_numpy=True, num_epochs=1)]
 
 
-@needs_records
 @pytest.mark.parametrize("fmt", ["mindrecord", "tfrecord"])
 def test_records_read_back(tmp_path, en_tok, fmt):
     output = str(tmp_path / f"sample.{fmt}")
@@ -228,7 +225,6 @@ def test_records_read_back(tmp_path, en_tok, fmt):
         assert (row["masked_lm_positions"][:k] > 0).all() and not row["masked_lm_positions"][k:].any()
 
 
-@needs_records
 def test_cli_chinese_uncorrupted(tmp_path):
     src = tmp_path / "zh.txt"
     with open(CN_WIKI, encoding="utf-8") as f:
@@ -243,12 +239,12 @@ def test_cli_chinese_uncorrupted(tmp_path):
     assert rows and set(rows[0]) == {"input_ids", "input_mask", "segment_ids"}
 
 
-@needs_records
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["mindrecord", "tfrecord"])
 def test_readme_gd_records_through_create_tinybert_dataset(tmp_path, en_tok, wikitext_docs, fmt):
     """README's GD command (WikiText-2 raw, wikitext format, sharded) at small settings, in both formats, read back
     through create_tinybert_dataset with the GD columns; every instance comes back exactly once, unchanged."""
-    from src.dataset import create_tinybert_dataset  # pylint: disable=import-outside-toplevel
+    from src.data.dataset import create_tinybert_dataset  # pylint: disable=import-outside-toplevel
 
     seq, out = 64, tmp_path / "gd" / f"wikitext2.{fmt}"
     cmd = [sys.executable, os.path.join(ROOT, "scripts", "create_pretraining_data.py"), "--input_file", WIKITEXT,

@@ -24,6 +24,7 @@ def test_readme_snippets_were_found():
     assert len(SNIPPETS) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("code,expected", SNIPPETS, ids=["build_tinybert", "load_minilm"])
 def test_readme_snippet_runs_as_printed(code, expected, tmp_path):
     env = dict(os.environ, PYTHONPATH=ROOT, GLOG_v="3")

@@ -84,6 +84,7 @@ def check_flags(script, rest):
     return problems
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("readme", READMES)
 def test_every_command_names_an_existing_script_and_real_flags(readme):
     calls = script_calls(readme)

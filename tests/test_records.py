@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from src.records import crc32c, iter_tfrecord, read_schema, write_records
+from src.data.records import crc32c, iter_tfrecord, read_schema, write_records
 
 S = 8
 COLUMNS = {"input_ids": ("int32", (S,)), "label_ids": ("int32", ()), "tags": ("int64", (S,))}
@@ -70,7 +70,7 @@ def test_bad_rows_and_arguments(tmp_path):
 def test_float32_columns_in_mindrecord(tmp_path):
     """Stored model outputs (teacher logits): float32 [C] next to int columns, read back exactly by the loader
     (not cast to int, not squeezed, not trimmed by length bucketing); bad values name the row and column."""
-    from src.dataset import create_tinybert_dataset
+    from src.data.dataset import create_tinybert_dataset
 
     out = str(tmp_path / "d.mindrecord")
     columns = {"input_ids": ("int32", (S,)), "input_mask": ("int32", (S,)), "label_ids": ("int32", (1,)),
@@ -119,6 +119,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_tensorflow_reads_our_tfrecord(tmp_path):
     # Only look TF up: importing it next to MindSpore in one process clashes, so TF runs in a subprocess.
     if importlib.util.find_spec("tensorflow") is None:
@@ -138,7 +139,8 @@ def test_decodes_unpacked_ints_and_float_features(tmp_path):
     (Google's masked_lm_weights are a FloatList) instead of returning them empty."""
     import struct
 
-    from src.records import _field, _tfrecord_frame, _varint
+    from src.data.records import tfrecord_frame
+    from src.infra.protobuf import length_delimited as _field, varint as _varint
 
     unpacked = b"".join(_varint(1 << 3) + _varint(v & 0xFFFFFFFFFFFFFFFF) for v in (5, -2, 300))  # wire type 0
     floats = _field(1, struct.pack("<3f", 1.0, 0.5, 0.0))  # packed fixed32
@@ -150,7 +152,7 @@ def test_decodes_unpacked_ints_and_float_features(tmp_path):
     example = _field(1, entry("ids", _field(3, unpacked)) + entry("w", _field(2, floats))
                      + entry("s", _field(1, raw_bytes)))
     path = tmp_path / "x.tfrecord"
-    path.write_bytes(_tfrecord_frame(example))
+    path.write_bytes(tfrecord_frame(example))
     assert list(iter_tfrecord(str(path))) == [{"ids": [5, -2, 300], "w": [1.0, 0.5, 0.0], "s": [b"abc"]}]
 
 

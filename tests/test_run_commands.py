@@ -12,12 +12,19 @@ import numpy as np
 import pytest
 import yaml
 
-from src import checkpoint as ckpt
+from src.model import checkpoint as ckpt
 from src.config import BertConfig
-from src.modeling import BertModel
+from src.model.bert import BertModel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CRASH_EXIT_CODE = 75
+CRASH_HELPER = os.path.join(ROOT, "tests", "helpers", "crash")
+
+
+def crash_at(step):
+    """Environment of a run that dies (exit CRASH_EXIT_CODE, nothing saved) when it asks for optimizer step `step`."""
+    return {"CRASH_AT_STEP": str(step), "CRASH_EXIT_CODE": str(CRASH_EXIT_CODE),
+            "PYTHONPATH": CRASH_HELPER + os.pathsep + ROOT}
 TINY = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=48,
             max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 STUDENT = dict(TINY, num_hidden_layers=2, hidden_size=24, intermediate_size=40)
@@ -26,7 +33,8 @@ STUDENT = dict(TINY, num_hidden_layers=2, hidden_size=24, intermediate_size=40)
 def run(args, cwd, check=True, timeout=900, env_extra=None):
     # msrun starts workers with `python` from PATH: make that this interpreter.
     path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
-    env = dict(os.environ, PYTHONPATH=ROOT, GLOG_v="3", MS_COMPILER_CACHE_ENABLE="0", PATH=path, **(env_extra or {}))
+    env = dict(os.environ, PYTHONPATH=ROOT, GLOG_v="3", MS_COMPILER_CACHE_ENABLE="0", PATH=path)
+    env.update(env_extra or {})
     proc = subprocess.run([sys.executable] + args, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"{args} exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\n"
@@ -69,6 +77,7 @@ def gd_config(root, out, **gd):
     return str(path)
 
 
+@pytest.mark.slow
 def test_gd_runs_resumes_exactly_and_skips_when_finished(gd_setup, tmp_path):
     root = gd_setup
     straight = tmp_path / "straight"
@@ -86,11 +95,12 @@ def test_gd_runs_resumes_exactly_and_skips_when_finished(gd_setup, tmp_path):
     assert isinstance(student, BertModel) and student.config.num_hidden_layers == 2
     assert set(weights(str(straight / "fit_dense.ckpt"))) == {"layers.0.weight", "layers.0.bias"}
 
-    # Crash mid-epoch (after step 5; state saved at step 3), then re-run the same command: it resumes.
+    # Crash mid-epoch (dies when asking for step 5, after 4 steps; state saved at step 3: saves are synchronous here,
+    # which changes no result), then re-run the same command: it resumes.
     crashed = tmp_path / "crashed"
     config = gd_config(root, crashed)
     proc = run([os.path.join(ROOT, "run_general_distill.py"), "--config", config, "--no_progress",
-                "--stop_after_steps=5"], cwd=tmp_path, check=False)
+                "--run.async_checkpoints=false"], cwd=tmp_path, check=False, env_extra=crash_at(5))
     assert proc.returncode == CRASH_EXIT_CODE, proc.stderr[-2000:]
     assert json.loads((crashed / "manifest.json").read_text())["step"] == 3
     proc = run([os.path.join(ROOT, "run_general_distill.py"), "--config", config, "--no_progress"], cwd=tmp_path)
@@ -114,6 +124,7 @@ def free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_gd_data_parallel_two_workers_with_msrun(gd_setup, tmp_path):
     """msrun on CPU (MCCL): both workers finish with identical weights; only rank 0 writes the run directory."""
     out = tmp_path / "dp"
@@ -172,6 +183,7 @@ def td_config(root, out):
     return str(path)
 
 
+@pytest.mark.slow
 def test_task_distillation_pipeline(sst2_records, tmp_path):
     out = tmp_path / "sst2"
     config = td_config(sst2_records, out)
@@ -208,6 +220,7 @@ def test_task_distillation_pipeline(sst2_records, tmp_path):
     assert proc.stderr.count("finished earlier") == 2
 
 
+@pytest.mark.slow
 def test_length_bucketing_trains_and_scores_like_full_padding(sst2_records, tmp_path):
     """data.bucket_boundaries: batches padded to their bucket; training runs (graph mode, one compile per bucket)
     and evaluation gives exactly the score of full-length padding on the same weights."""
@@ -237,6 +250,7 @@ def test_length_bucketing_trains_and_scores_like_full_padding(sst2_records, tmp_
     assert proc.returncode != 0 and "data.bucket_boundaries" in proc.stderr and "seq_length=32" in proc.stderr
 
 
+@pytest.mark.slow
 def test_profiling_writes_a_trace_and_logs_the_costliest_ops(gd_setup, tmp_path):
     out = tmp_path / "profiled"
     proc = run([os.path.join(ROOT, "run_general_distill.py"), "--config", gd_config(gd_setup, out, epochs=0.5),
@@ -247,6 +261,7 @@ def test_profiling_writes_a_trace_and_logs_the_costliest_ops(gd_setup, tmp_path)
     assert "profile: MatMul:" in proc.stderr or "profile: BatchMatMul:" in proc.stderr, proc.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_phase2_with_stored_teacher_logits_equals_the_teacher_in_every_step(sst2_records, tmp_path):
     """distill.store_teacher_logits (the default): the teacher's logits are computed once into
     OUT/teacher_logits/rank_0/train.mindrecord, equal the teacher's own logits for every row, and phase 2 trained on
@@ -254,8 +269,8 @@ def test_phase2_with_stored_teacher_logits_equals_the_teacher_in_every_step(sst2
     a current store is reused, and a re-trained teacher makes a new one."""
     import shutil
 
-    from src import teacher_cache
-    from src.dataset import create_tinybert_dataset
+    from src.distill import teacher_cache
+    from src.data.dataset import create_tinybert_dataset
 
     script = os.path.join(ROOT, "run_task_distill.py")
     stored_out, online_out = tmp_path / "stored", tmp_path / "online"

@@ -6,8 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from src.dataset import create_tinybert_dataset
-from src.task_data import (IGNORE_INDEX, MNLI_LABELS, TNEWS_LABEL_IDS, BadRowError, convert_task_data,
+from src.data.dataset import create_tinybert_dataset
+from src.metrics import IGNORE_INDEX
+from src.data.task_data import (MNLI_LABELS, TNEWS_LABEL_IDS, BadRowError, convert_task_data,
                            span_tags)
 from tests.conftest import SHARED_DATA
 
@@ -168,8 +169,8 @@ def test_cli_help(capsys):
 
 @needs_data
 def test_pair_encoding_is_the_tokenizers_and_reports_truncation():
-    from src.task_data import encode_pair
-    from src.tokenization import BertTokenizer
+    from src.data.task_data import encode_pair
+    from src.data.tokenization import BertTokenizer
     tok = BertTokenizer(EN_VOCAB)
     a, b = "one two three four five", "six seven eight nine ten"  # equal lengths: Google cuts b on ties
     row, truncated = encode_pair(tok, a, b, 10)
@@ -199,8 +200,8 @@ def test_non_utf8_rows_name_file_and_line_and_can_be_skipped(tmp_path):
 
 def test_one_tsv_reader_for_converters_and_augmentation(tmp_path):
     """task_data and augment read TSV lines the same way: tabs only, quotes kept, CRLF, BOM, no size limit."""
-    from src import augment
-    from src.task_data import read_tsv_lines
+    from src.data import augment
+    from src.data.task_data import read_tsv_lines
 
     long_text = "word " * 40000  # 200,000 characters: over the csv module's default field size limit
     path = tmp_path / "x.tsv"
@@ -221,7 +222,7 @@ def test_cluener_row_with_empty_text_is_kept(tmp_path):
 
 
 def test_broken_label_map_names_the_file(tmp_path):
-    from src.task_data import load_label_map
+    from src.data.task_data import load_label_map
 
     bad = tmp_path / "labels.json"
     bad.write_text('{"labels": ["a", "b"]', encoding="utf-8")
@@ -233,7 +234,7 @@ def test_broken_label_map_names_the_file(tmp_path):
 
 
 def test_sample_tsv_rows_keeps_the_header_and_file_order_and_is_seeded(tmp_path):
-    from src.task_data import sample_tsv_rows
+    from src.data.task_data import sample_tsv_rows
     src = tmp_path / "train.tsv"
     src.write_text("sentence\tlabel\n" + "".join(f"s{i}\t{i % 2}\n" for i in range(50)), encoding="utf-8")
     a = sample_tsv_rows(str(src), str(tmp_path / "a" / "sub.tsv"), 10, seed=3)

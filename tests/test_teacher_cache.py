@@ -1,4 +1,4 @@
-"""src/teacher_cache.py: row keys, the logits phase 1 keeps (LogitCollector / load_known) and the phase-2 store
+"""src/distill/teacher_cache.py: row keys, the logits phase 1 keeps (LogitCollector / load_known) and the phase-2 store
 built from them plus the teacher for the rows phase 1 did not see."""
 import json
 import os
@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 from mindspore import nn
 
-from src import teacher_cache
+from src.distill import teacher_cache
 from src.config import DataConfig
-from src.modeling import BertForSequenceClassification
-from src.records import write_records
+from src.model.heads import BertForSequenceClassification
+from src.data.dataset import TD_COLUMNS
+from src.data.records import write_records
 
 SEQ = 16
-COLUMNS = ["input_ids", "input_mask", "segment_ids", "label_ids"]
+COLUMNS = list(TD_COLUMNS)  # input_ids, segment_ids, input_mask, label_ids: the model's order
 
 
 def rows_of(lengths, seed=0, vocab=99):
@@ -44,14 +45,14 @@ def stack(rows, name):
 def test_row_keys_ignore_padding_and_see_tokens_segments_and_mask():
     rows = rows_of([5, 9, 9, 16])
     ids, mask, seg = stack(rows, "input_ids"), stack(rows, "input_mask"), stack(rows, "segment_ids")
-    keys = teacher_cache.row_keys(ids, mask, seg)
+    keys = teacher_cache.row_keys(ids, seg, mask)
     assert len(np.unique(keys)) == 4
     # the same rows trimmed to a bucket length (9) or padded further (32) keep their keys
-    np.testing.assert_array_equal(teacher_cache.row_keys(ids[:3, :9], mask[:3, :9], seg[:3, :9]), keys[:3])
-    wide = [np.pad(a, ((0, 0), (0, 16))) for a in (ids, mask, seg)]
+    np.testing.assert_array_equal(teacher_cache.row_keys(ids[:3, :9], seg[:3, :9], mask[:3, :9]), keys[:3])
+    wide = [np.pad(a, ((0, 0), (0, 16))) for a in (ids, seg, mask)]
     np.testing.assert_array_equal(teacher_cache.row_keys(*wide), keys)
     # int64 columns (TFRecord) give the same keys as int32
-    np.testing.assert_array_equal(teacher_cache.row_keys(ids.astype(np.int64), mask, seg.astype(np.int64)), keys)
+    np.testing.assert_array_equal(teacher_cache.row_keys(ids.astype(np.int64), seg.astype(np.int64), mask), keys)
     # one token, one segment id or one more unmasked position changes the key
     for change in ("token", "segment", "mask"):
         i2, m2, s2 = ids.copy(), mask.copy(), seg.copy()
@@ -61,7 +62,7 @@ def test_row_keys_ignore_padding_and_see_tokens_segments_and_mask():
             s2[1, 0] = 1 - s2[1, 0]
         else:
             m2[1, 9] = 1
-        changed = teacher_cache.row_keys(i2, m2, s2)
+        changed = teacher_cache.row_keys(i2, s2, m2)
         assert changed[1] != keys[1] and (changed[[0, 2, 3]] == keys[[0, 2, 3]]).all(), change
 
 
@@ -71,13 +72,13 @@ def test_collector_round_trip_and_refusals(tmp_path):
     logits = np.arange(8, dtype=np.float32).reshape(4, 2)
     collector = teacher_cache.LogitCollector("a" * 64)
     assert collector.save(str(tmp_path / "empty.npz")) == 0 and not (tmp_path / "empty.npz").exists()
-    collector.add(ids[:2], mask[:2], seg[:2], logits[:2])
-    collector.add(ids[1:], mask[1:], seg[1:], logits[1:])  # row 1 seen twice (a second epoch)
+    collector.add(ids[:2], seg[:2], mask[:2], logits[:2])
+    collector.add(ids[1:], seg[1:], mask[1:], logits[1:])  # row 1 seen twice (a second epoch)
     path = str(tmp_path / "kept.npz")
     assert collector.save(path) == 4
     known = teacher_cache.load_known(path, "a" * 64, 2)
     assert len(known) == 4
-    found, got = known.lookup(teacher_cache.row_keys(ids[::-1], mask[::-1], seg[::-1]))
+    found, got = known.lookup(teacher_cache.row_keys(ids[::-1], seg[::-1], mask[::-1]))
     assert found.all()
     np.testing.assert_array_equal(got, logits[::-1])
     other = rows_of([7], seed=5)
@@ -95,6 +96,7 @@ class NoTeacher(nn.Cell):
         raise AssertionError("the teacher ran although every row was known")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("boundaries", [(), (8,)])
 def test_store_takes_known_rows_and_runs_the_teacher_for_the_rest(tmp_path, tiny_config, boundaries):
     rows = rows_of([3, 5, 16, 7, 12, 2, 9, 16, 4, 11], seed=1)

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from src.tokenization import BasicTokenizer, BertTokenizer, Encoding, WordpieceTokenizer, load_vocab
+from src.data.tokenization import BasicTokenizer, BertTokenizer, Encoding, WordpieceTokenizer, load_vocab
 
 from conftest import SHARED_DATA
 

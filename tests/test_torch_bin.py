@@ -1,4 +1,4 @@
-"""Tests for src/torch_bin.py, the torch-free reader of ``pytorch_model.bin``.
+"""Tests for src/model/torch_bin.py, the torch-free reader of ``pytorch_model.bin``.
 
 The checkpoints in fixtures/torch/ were written by real torch 2.13 (see
 fixtures/make_torch_fixtures.py); torch is not needed to run these tests.
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # conftest.py does this too; kept for standalone runs
     sys.path.insert(0, str(ROOT))
 
-from src.torch_bin import UnsafePickleError, load_torch_state_dict  # noqa: E402
+from src.model.torch_bin import UnsafePickleError, load_torch_state_dict  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "torch"
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -131,7 +131,7 @@ def test_reader_does_not_import_torch():
         "        if name.split('.')[0] == 'torch': raise ImportError('torch imported')\n"
         "sys.meta_path.insert(0, Block())\n"
         f"sys.path.insert(0, {str(ROOT)!r})\n"
-        "from src import torch_bin\n"
+        "from src.model import torch_bin\n"
         f"for name in ('state_zip.bin', 'state_legacy.bin'):\n"
         f"    torch_bin.load_torch_state_dict({str(FIXTURES)!r} + '/' + name)\n"
         "assert not any(m.split('.')[0] == 'torch' for m in sys.modules)\n"

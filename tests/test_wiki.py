@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from conftest import ROOT
-from src import pretrain_data
-from src.wiki import is_heading, split_sentences, wiki_to_text
+from src.data import pretrain_data
+from src.data.wiki import is_heading, split_sentences, wiki_to_text
 
 # Real dumps put each XML element on its own line; wikiextractor's line-based reader relies on that.
 _PAGE = """  <page>

@@ -1,0 +1,100 @@
+"""TinyBERT distillation losses: small pure functions on MindSpore tensors (GRAPH and PYNATIVE).
+
+Shapes: B batch, S sequence, N heads, H hidden, C labels. `mask` is the [B, S] 1/0 attention mask of the batch.
+
+Default reductions average only over real tokens. `reference_parity=True` reproduces the original TinyBERT
+(huawei-noah task_distill.py and the MindSpore model zoo) exactly:
+- attention: scores <= -100 (masked keys, which sit near -10000) are set to 0 in both nets, then the mean over
+  every element, padded query rows included;
+- hidden states: the mean over every element, padding included;
+- soft cross-entropy: the mean over B x C elements (the per-example cross-entropy divided by C).
+"""
+from __future__ import annotations
+
+import mindspore as ms
+from mindspore import ops
+
+from src.metrics import IGNORE_INDEX
+
+PARITY_SCORE_FLOOR = -100.0  # the reference zeroes attention scores at or below this value
+
+
+def _valid_pairs(mask):
+    """[B, S] -> [B, 1, S, S] float: 1 where both the query and the key are real tokens."""
+    m = mask.astype(ms.float32)
+    return (m.expand_dims(2) * m.expand_dims(1)).expand_dims(1)
+
+
+def attention_mse(student_scores, teacher_scores, mask, reference_parity: bool = False):
+    """MSE between [B, N, S, S] pre-softmax attention scores of one student layer and one teacher layer.
+
+    Default: mean over heads and the (query, key) pairs where both are real tokens. Padded keys carry the
+    -10000 mask in both nets, so including them would only add noise from the near-equal large values.
+    """
+    if reference_parity:
+        s = ops.where(student_scores <= PARITY_SCORE_FLOOR, ops.zeros_like(student_scores), student_scores)
+        t = ops.where(teacher_scores <= PARITY_SCORE_FLOOR, ops.zeros_like(teacher_scores), teacher_scores)
+        return ops.mean(ops.square(s - t))
+    # explicit broadcast: MindSpore's CPU graph runtime keeps the buffer of a broadcasting Mul alive
+    pairs = ops.broadcast_to(_valid_pairs(mask), student_scores.shape)
+    diff = ops.square(student_scores - teacher_scores) * pairs
+    return diff.sum() / ops.maximum(pairs.sum(), 1.0)
+
+
+def hidden_mse(student_hidden, teacher_hidden, mask, reference_parity: bool = False):
+    """MSE between [B, S, H] (projected) student and teacher hidden states; default: real tokens only."""
+    if reference_parity:
+        return ops.mean(ops.square(student_hidden - teacher_hidden))
+    m = ops.broadcast_to(mask.astype(ms.float32).expand_dims(-1), student_hidden.shape)
+    diff = ops.square(student_hidden - teacher_hidden) * m
+    return diff.sum() / ops.maximum(m.sum(), 1.0)
+
+
+def soft_cross_entropy(student_logits, teacher_logits, temperature: float = 1.0,
+                       temperature_squared: bool = False, reference_parity: bool = False):
+    """Cross-entropy of softmax(teacher / T) against log_softmax(student / T) for [B, C] logits.
+
+    Default: summed over classes, averaged over examples (the usual KD loss), times T^2 if asked
+    (Hinton et al.: keeps gradient magnitudes comparable across temperatures).
+    """
+    target = ops.softmax(teacher_logits / temperature, axis=-1)
+    log_prob = ops.log_softmax(student_logits / temperature, axis=-1)
+    per_class = -target * log_prob
+    loss = ops.mean(per_class) if reference_parity else ops.mean(per_class.sum(-1))
+    return loss * (temperature * temperature) if temperature_squared else loss
+
+
+def token_soft_cross_entropy(student_logits, teacher_logits, label_ids, temperature: float = 1.0,
+                             temperature_squared: bool = False, reference_parity: bool = False):
+    """Soft cross-entropy per token for [B, S, C] logits (NER): averaged over scored tokens.
+
+    Scored tokens are those whose label id is not IGNORE_INDEX, so [CLS], [SEP] and padding are excluded.
+    reference_parity: every position counts and the mean is over B x S x C, as the reference did.
+    """
+    target = ops.softmax(teacher_logits / temperature, axis=-1)
+    log_prob = ops.log_softmax(student_logits / temperature, axis=-1)
+    per_class = -target * log_prob
+    if reference_parity:
+        loss = ops.mean(per_class)
+    else:
+        scored = (label_ids != IGNORE_INDEX).astype(ms.float32)
+        loss = (per_class.sum(-1) * scored).sum() / ops.maximum(scored.sum(), 1.0)
+    return loss * (temperature * temperature) if temperature_squared else loss
+
+
+def cross_entropy(logits, label_ids):
+    """Hard-label cross-entropy: [B, C] logits with [B] labels, or [B, S, C] with [B, S] labels where
+    IGNORE_INDEX positions are skipped. Mean over scored positions."""
+    num_classes = logits.shape[-1]
+    flat_logits = logits.reshape(-1, num_classes)
+    flat_labels = label_ids.reshape(-1)
+    scored = (flat_labels != IGNORE_INDEX).astype(ms.float32)
+    safe_labels = ops.maximum(flat_labels, 0).astype(ms.int32)
+    log_prob = ops.log_softmax(flat_logits, axis=-1)
+    picked = ops.gather_elements(log_prob, 1, safe_labels.expand_dims(-1)).squeeze(-1)
+    return -(picked * scored).sum() / ops.maximum(scored.sum(), 1.0)
+
+
+def mse(student, teacher):
+    """Plain mean squared error (regression logits against teacher outputs or float labels)."""
+    return ops.mean(ops.square(student - teacher))

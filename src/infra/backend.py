@@ -1,0 +1,57 @@
+"""How networks and the training step compute on this machine: the CPU speed levers, chosen once, passed explicitly.
+
+A `Backend` is given to `build_model` / `load_model` (the cells read it while they are built) and to the train
+step; no module holds a switch and no cell asks which device it runs on. Two are in use:
+
+- `Backend()` (portable): MindSpore's own GeLU and Transpose. What every exporter and device understands: exports,
+  evaluation, inference, and training on GPU and Ascend.
+- `Backend.for_training(run, device_target, distributed)`: on CPU the project's AOT kernels where they can be built
+  (src/infra/aot.py: exact GELU ~13x faster than MindSpore's; attention heads split and merged by SwapAxes12, whose
+  buffers MindSpore's CPU runtime reuses, unlike its Transpose's) and, on one device, the optimizer update in numpy
+  (src/training/host_update.py). Without g++ it falls back, with a warning, to what still works (mint views for the
+  heads, MindSpore's GeLU).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+from src.config import RunConfig
+
+logger = logging.getLogger(__name__)
+
+GeluKind = Literal["builtin", "aot"]
+HeadLayout = Literal["transpose", "swap", "views"]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """The levers. gelu: exact GELU by MindSpore's GeLU ("builtin") or the AOT kernel ("aot", CPU float32).
+    heads: attention heads split/merged by ops.transpose ("transpose"), the AOT SwapAxes12 kernel ("swap") or mint
+    views ("views"; CPU). host_update: the optimizer update on the host in numpy (CPU, one device)."""
+
+    gelu: GeluKind = "builtin"
+    heads: HeadLayout = "transpose"
+    host_update: bool = False
+
+    def __post_init__(self):
+        if self.gelu not in ("builtin", "aot"):
+            raise ValueError(f"Backend.gelu: got {self.gelu!r}; expected 'builtin' or 'aot'")
+        if self.heads not in ("transpose", "swap", "views"):
+            raise ValueError(f"Backend.heads: got {self.heads!r}; expected 'transpose', 'swap' or 'views'")
+
+    @classmethod
+    def for_training(cls, run: RunConfig, device_target: str, distributed: bool = False) -> "Backend":
+        """The fastest levers that work here for a training stage (run.cpu_gelu and run.cpu_host_update may turn
+        the CPU ones off)."""
+        if device_target != "CPU":
+            return cls()
+        from src.infra import aot  # pylint: disable=import-outside-toplevel  (compiles the kernels on first use)
+
+        kernels = aot.available()
+        gelu = "aot" if run.cpu_gelu == "aot" and kernels else "builtin"
+        backend = cls(gelu=gelu, heads="swap" if kernels else "views",
+                      host_update=run.cpu_host_update and not distributed)
+        logger.debug("training backend: %s", backend)
+        return backend

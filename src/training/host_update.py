@@ -1,0 +1,112 @@
+"""The optimizer update of CPU training on one device, in numpy, in place on the parameters' memory."""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Dict
+
+import numpy as np
+
+from src.training.optim import lr_at, parameter_groups
+
+if TYPE_CHECKING:
+    from src.training.step import TrainStep
+
+
+class HostUpdate:
+    """Steps 3-5 of src/training/step.py (unscale, clip, AdamWeightDecay, loss scale) on the host, for CPU training
+    on one device.
+
+    On CPU a Parameter's memory is host memory and `Tensor.asnumpy()` is a writable view of it, as are the gradient
+    tensors a graph returns, so the update can run in numpy, in place: the same float32 formulas as the graph
+    (global norm of the scaled gradients, unscale and clip folded into one factor, AdamWeightDecay without bias
+    correction: m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2, p -= lr (m / (sqrt(v) + eps) + wd p), the learning
+    rate of the schedule at the optimizer's step, then the step counter and the dynamic loss scale), but in chunks
+    that stay in cache, on two threads. MindSpore 2.10's CPU AdamWeightDecay kernel runs one element at a time on
+    one thread (~135 ms for 17 M parameters on the development machine), and clipping in the graph writes fresh
+    tensors (~55 ms); this takes ~30 ms (bench/bench_update.py).
+    """
+
+    CHUNK = 1 << 18  # elements per task: 1 MB of float32, so a chunk's temporaries stay in cache
+
+    def __init__(self, step: "TrainStep"):
+        opt = step.optimizer
+        self.step_owner = step
+        self.params = list(opt.parameters)
+        self.moments1, self.moments2 = list(opt.moments1), list(opt.moments2)
+        decay = {id(p) for g in parameter_groups(self.params, step.stage)[:-1] if g["weight_decay"] > 0
+                 for p in g["params"]}
+        self.decay = [float(step.stage.weight_decay) if id(p) in decay else 0.0 for p in self.params]
+        self.beta1, self.beta2, self.eps = (float(t.asnumpy().reshape(-1)[0]) for t in (opt.beta1, opt.beta2, opt.eps))
+        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="host-update")
+        self._scratch: Dict[int, np.ndarray] = {}
+
+    def _buffers(self, worker: int) -> np.ndarray:
+        buf = self._scratch.get(worker)
+        if buf is None:
+            buf = self._scratch[worker] = np.empty((2, self.CHUNK), np.float32)
+        return buf
+
+    def _chunk(self, p, m, v, g, lo, hi, factor, lr, wd):
+
+        buf = self._buffers(threading.get_ident())
+        n = hi - lo
+        gs, tmp = buf[0, :n], buf[1, :n]
+        p, m, v, g = p[lo:hi], m[lo:hi], v[lo:hi], g[lo:hi]
+        np.multiply(g, np.float32(factor), out=gs)  # unscaled and clipped gradient
+        m *= np.float32(self.beta1)
+        np.multiply(gs, np.float32(1.0 - self.beta1), out=tmp)
+        m += tmp
+        np.multiply(gs, gs, out=tmp)
+        tmp *= np.float32(1.0 - self.beta2)
+        v *= np.float32(self.beta2)
+        v += tmp
+        np.sqrt(v, out=tmp)
+        tmp += np.float32(self.eps)
+        np.divide(m, tmp, out=tmp)
+        if wd:
+            np.multiply(p, np.float32(wd), out=gs)
+            tmp += gs
+        tmp *= np.float32(lr)
+        p -= tmp
+
+    def __call__(self, *grads):
+        owner = self.step_owner
+        g = [t.asnumpy().reshape(-1) for t in grads]
+        scale_view = owner.scaler.scale_value.asnumpy()
+        scale = float(scale_view)
+        if owner.per_tensor:
+            norms = [float(np.sqrt(np.dot(x, x, out=None))) / scale for x in g]
+            norm = float(np.sqrt(sum(n * n for n in norms)))
+            finite = bool(np.isfinite(norms).all() and all(np.isfinite(x).all() for x in g))
+            factors = [min(1.0, owner.max_norm / max(n, 1e-12)) / scale for n in norms]
+        else:
+            squares = np.float32(0.0)
+            for x in g:
+                squares = squares + np.dot(x, x)
+            norm = float(np.sqrt(squares)) / scale
+            finite = bool(np.isfinite(norm))
+            factors = [min(1.0, owner.max_norm / max(norm, 1e-12)) / scale] * len(g)
+        if finite:
+            counter = owner.optimizer.global_step.asnumpy()
+            lr = lr_at(owner.stage, int(counter.reshape(-1)[0]), owner.total_steps)
+            jobs = []
+            for p, m, v, x, factor, wd in zip(self.params, self.moments1, self.moments2, g, factors, self.decay):
+                pv, mv, vv = p.asnumpy().reshape(-1), m.asnumpy().reshape(-1), v.asnumpy().reshape(-1)
+                for lo in range(0, x.size, self.CHUNK):
+                    jobs.append(self.pool.submit(self._chunk, pv, mv, vv, x, lo, min(lo + self.CHUNK, x.size),
+                                                 factor, lr, wd))
+            for job in jobs:
+                job.result()
+            counter += 1
+        # the dynamic loss scale, as ms.amp.DynamicLossScaler.adjust
+        count_view = owner.scaler.counter.asnumpy()
+        factor_s, window = float(owner.scaler.scale_factor), int(owner.scaler.scale_window)
+        if finite:
+            if int(count_view) == window - 1 and np.isfinite(np.float32(scale * factor_s)):
+                scale_view[...] = np.float32(scale * factor_s)
+            count_view[...] = (int(count_view) + 1) % window
+        else:
+            scale_view[...] = np.float32(max(1.0, scale / factor_s))
+            count_view[...] = 0
+        return np.bool_(finite), np.float32(norm), np.float32(scale_view)

@@ -1,0 +1,258 @@
+"""The training loop of one stage (GD, TD phase 1, TD phase 2, fine-tuning): steps, logging, evaluation, saves.
+
+`run_stage(Stage(...), resume_from)` trains a stage to its end, or continues it, and returns its finished
+Manifest. Its run directory (src/training/manifest.py) holds the manifest, metrics.jsonl and the checkpoints
+(src/training/checkpoints.py).
+
+Resumption: the data order of epoch e is fixed by `data_seed + e`; the manifest records the epoch and the number of
+batches consumed in it, so a resumed run skips exactly those and continues with the same weights, moments, loss
+scale and learning-rate position. (Dropout's random stream is not restored.) Every rank runs the same steps; only
+rank 0 writes files.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Sequence
+
+import numpy as np
+import mindspore as ms
+from mindspore import nn
+
+from src.config import DataConfig, StageConfig
+from src.data.dataset import Batch, create_tinybert_dataset
+from src.distill.loss import LossOutput
+from src.infra.backend import Backend
+from src.training.checkpoints import StageCheckpoints, weights_digest
+from src.training.evaluation import Evaluator
+from src.training.manifest import Manifest, Position
+from src.training.metrics_log import MetricsLog, TrainWindow
+from src.training.optim import lr_at
+from src.training.step import TrainStep
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Stage:
+    """Everything one training stage needs. `loss_net` takes a Batch and returns a LossOutput tuple."""
+
+    name: str
+    run_dir: str
+    stage: StageConfig
+    loss_net: nn.Cell
+    params: Sequence[ms.Parameter]
+    student: nn.Cell
+    data: DataConfig
+    columns: Sequence[str]
+    config: Dict[str, Any]
+    started_from: Dict[str, Any]
+    backend: Backend = field(default_factory=Backend)  # host_update: the optimizer update in numpy (CPU)
+    graph: bool = True
+    rank: int = 0
+    world_size: int = 1
+    data_seed: int = 2
+    fit_dense: Optional[nn.Cell] = None
+    evaluator: Optional[Evaluator] = None
+    eval_steps: int = 0  # also evaluate every K steps (0: after each epoch only)
+    async_checkpoints: bool = True  # write checkpoints on a background thread (run.async_checkpoints)
+    # Phase 1: the loss net's teacher_logits output is kept for the phase-2 store (src/distill/teacher_cache.py).
+    logit_collector: Optional[Any] = None
+    progress: bool = True
+    manifest_fields: Dict[str, Any] = field(default_factory=dict)  # e.g. layer_map, full_config, teacher_logits
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _dataset(stage: Stage, epoch: int, skip_batches: int = 0):
+    dataset = create_tinybert_dataset(list(stage.data.train_files), list(stage.columns), stage.stage.batch_size,
+                                      stage.data.seq_length, dataset_type=stage.data.dataset_type,
+                                      schema_file=stage.data.schema_file or None, shuffle=stage.data.shuffle,
+                                      seed=stage.data_seed + epoch, num_shards=stage.world_size,
+                                      shard_id=stage.rank, drop_remainder=True,
+                                      bucket_boundaries=list(stage.data.bucket_boundaries) or None)
+    return dataset.skip(skip_batches) if skip_batches else dataset
+
+
+def _start_manifest(stage: Stage, steps_per_epoch: int, total_steps: int,
+                    resume_from: Optional[Manifest]) -> Manifest:
+    manifest = Manifest(stage=stage.name, config=stage.config, started_from=stage.started_from,
+                        world_size=stage.world_size, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+                        batch_size=stage.stage.batch_size, **stage.manifest_fields)
+    if resume_from is not None and resume_from.checkpoints.state:
+        for key in ("step", "position", "optimizer_steps", "overflow_steps", "metrics", "checkpoints",
+                    "started_from"):
+            setattr(manifest, key, getattr(resume_from, key))
+    return manifest
+
+
+def run_stage(stage: Stage, resume_from: Optional[Manifest] = None) -> Manifest:
+    """Train one stage to the end (or continue it), evaluating and checkpointing; returns the final manifest."""
+    os.makedirs(stage.run_dir, exist_ok=True)
+    if resume_from is not None and resume_from.finished:
+        logger.info("%s: finished earlier (step %d), skipped", stage.run_dir, resume_from.step)
+        return resume_from
+    steps_per_epoch = _dataset(stage, 0).get_dataset_size()
+    if steps_per_epoch < 1:
+        raise ValueError(f"{stage.name}: the training data gives no full batch of {stage.stage.batch_size} rows "
+                         f"(files {list(stage.data.train_files)}); lower batch_size or add data")
+    total_steps = int(math.ceil(stage.stage.epochs * steps_per_epoch))
+    step = TrainStep(stage.loss_net, stage.params, stage.stage, total_steps, graph=stage.graph,
+                     distributed=stage.world_size > 1, host_update=stage.backend.host_update)
+    manifest = _start_manifest(stage, steps_per_epoch, total_steps, resume_from)
+    saves = StageCheckpoints(stage.run_dir, stage.student, stage.fit_dense, writes=stage.is_main,
+                             background=stage.async_checkpoints, keep=stage.stage.keep_checkpoints)
+    if resume_from is not None and resume_from.checkpoints.state:
+        step.load_state_dict(saves.load_state(), os.path.join(stage.run_dir, "state.ckpt"))
+        logger.info("%s: resuming at step %d (epoch %d, batch %d)", stage.run_dir, manifest.step,
+                    manifest.position.epoch, manifest.position.batch)
+    elif resume_from is not None:
+        logger.info("%s: the earlier run saved no state yet; starting the stage again", stage.run_dir)
+    if stage.is_main:
+        manifest.write(stage.run_dir)
+    _Loop(stage, step, manifest, saves).run()
+    if stage.logit_collector is not None and stage.is_main:
+        _complete_teacher_logits(stage, step, manifest)
+    manifest.status = "finished"
+    manifest.student_sha256 = weights_digest(stage.student)
+    if stage.is_main:
+        manifest.write(stage.run_dir)
+    return manifest
+
+
+def _complete_teacher_logits(stage: Stage, step: TrainStep, manifest: Manifest) -> None:
+    """Phase 1: the teacher logits of the rows no full batch held, then the kept logits to teacher_logits.npz."""
+    from src.distill.teacher_cache import BYPRODUCT_FILE  # pylint: disable=import-outside-toplevel
+
+    def teacher_logits(batch):  # the phase's own gradients graph (already compiled); nothing is applied
+        tensors = [ms.Tensor(np.ascontiguousarray(a)) for a in batch]
+        return LossOutput(*step.gradients(*tensors)[0]).teacher_logits.asnumpy()
+
+    started = time.time()
+    added = stage.logit_collector.complete(list(stage.data.train_files), list(stage.columns), stage.data,
+                                           stage.stage.batch_size, teacher_logits)
+    if added:
+        logger.info("%s: teacher logits of the %d rows no full batch held, in %.1f s", stage.name, added,
+                    time.time() - started)
+    rows = stage.logit_collector.save(os.path.join(stage.run_dir, BYPRODUCT_FILE))
+    manifest.teacher_logits = {"file": BYPRODUCT_FILE if rows else None, "rows": rows,
+                               "teacher_sha256": stage.logit_collector.teacher_sha256}
+
+
+class _Loop:
+    """The epochs of one stage, from the manifest's position to total_steps."""
+
+    def __init__(self, stage: Stage, step: TrainStep, manifest: Manifest, saves: StageCheckpoints):
+        self.stage, self.step, self.manifest, self.saves = stage, step, manifest, saves
+        self.log = MetricsLog(stage.run_dir, enabled=stage.is_main)
+        self.window = TrainWindow()
+        self.run_start, self.run_start_step = time.time(), manifest.step
+        self.last_saved = manifest.step  # periodic saves count from the last save (an epoch's end included)
+        self.dummy_labels = None
+        self.bar = None
+
+    def run(self) -> None:
+        from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+
+        total = self.manifest.total_steps
+        self.bar = tqdm(total=total, initial=self.manifest.step, unit="step", desc=self.stage.name,
+                        dynamic_ncols=True, disable=not (self.stage.progress and self.stage.is_main))
+        completed = False
+        try:
+            while self.manifest.step < total:
+                self._epoch()
+            completed = True
+        except KeyboardInterrupt:
+            logger.warning("interrupted at step %d: saving state so the run can resume", self.manifest.step)
+            self._save()
+            self.saves.wait()
+            raise
+        finally:
+            self.bar.close()
+            if completed:
+                self.saves.wait()  # the stage is finished only when its last checkpoint is on disk
+            else:
+                try:
+                    self.saves.wait()  # let the save in flight land; the error already raised is the one to report
+                except RuntimeError as exc:
+                    logger.error("%s", exc)
+
+    def _epoch(self) -> None:
+        manifest, total = self.manifest, self.manifest.total_steps
+        epoch, skip = manifest.position.epoch, manifest.position.batch
+        for columns in _dataset(self.stage, epoch, skip).create_tuple_iterator(num_epochs=1):
+            self._train(Batch(*columns))
+            self._after_step()
+            if manifest.step >= total:
+                break
+        epoch_done = manifest.position.batch >= manifest.steps_per_epoch
+        if epoch_done or manifest.step >= total:
+            if epoch_done:
+                manifest.position = Position(epoch + 1, 0)
+            eval_steps = self.stage.eval_steps
+            if self.stage.evaluator is not None and not (eval_steps and manifest.step % eval_steps == 0):
+                self._evaluate()
+            self._save()
+
+    def _train(self, batch: Batch) -> None:
+        if batch.label_ids is None:  # GD: no labels; the loss Cell takes a placeholder it does not read
+            if self.dummy_labels is None:
+                self.dummy_labels = ms.Tensor(np.zeros((batch.input_ids.shape[0],), np.int32))
+            batch = batch._replace(label_ids=self.dummy_labels)
+        args = batch if batch.teacher_logits is not None else batch[:4]
+        outputs, finite, norm, _ = self.step.step(*args)
+        out = LossOutput(*outputs)
+        if self.stage.logit_collector is not None:
+            self.stage.logit_collector.add(batch.input_ids.asnumpy(), batch.segment_ids.asnumpy(),
+                                           batch.input_mask.asnumpy(), out.teacher_logits.asnumpy())
+        manifest = self.manifest
+        manifest.step += 1
+        manifest.position.batch += 1
+        if bool(finite):
+            manifest.optimizer_steps += 1
+            self.window.add(out.total, out.terms, norm)
+        else:
+            manifest.overflow_steps += 1
+
+    def _after_step(self) -> None:
+        stage, manifest, done = self.stage, self.manifest, self.manifest.step
+        self.bar.update(1)
+        if self.window.count:
+            self.bar.set_postfix(loss=f"{self.window.mean_loss():.4f}", scale=f"{self.step.loss_scale:g}",
+                                 refresh=False)
+        if done % stage.stage.log_steps == 0 and self.window.count:
+            per_step = (time.time() - self.run_start) / max(done - self.run_start_step, 1)
+            self.log.append(self.window.row(
+                stage.name, done, manifest.position.epoch, manifest.total_steps,
+                lr_at(stage.stage, self.step.global_step, manifest.total_steps), self.step.loss_scale,
+                manifest.overflow_steps, stage.stage.batch_size * stage.world_size,
+                per_step * (manifest.total_steps - done)))
+        if stage.evaluator is not None and stage.eval_steps and done % stage.eval_steps == 0:
+            self._evaluate()
+        if done - self.last_saved >= stage.stage.save_steps:
+            self._save()
+
+    def _evaluate(self) -> None:
+        stage, manifest = self.stage, self.manifest
+        started = time.time()
+        result = stage.evaluator()
+        result.update(step=manifest.step, epoch=manifest.position.epoch, seconds=time.time() - started)
+        manifest.metrics.last = result
+        best = manifest.metrics.best
+        improved = best is None or result["score"] > best["score"]
+        sets = ", ".join(f"{name} {r['score']:.4f}" for name, r in result["sets"].items())
+        logger.info("%s eval at step %d: %s %s%s", stage.name, manifest.step, result["metric"], sets,
+                    " (best so far)" if improved else f" (best {best['score']:.4f} at step {best['step']})")
+        self.log.append({"type": "eval", **result})
+        if improved:
+            manifest.metrics.best = result
+            self.saves.save_best(manifest, result)
+
+    def _save(self) -> None:
+        self.saves.save(self.manifest, self.step.state_dict())
+        self.last_saved = self.manifest.step

@@ -1,0 +1,111 @@
+"""The stages in-process on a tiny model and a real SST-2 slice (the fast tier's end-to-end test): fine-tuning the
+teacher, phase 1, phase 2 (with the teacher-logit store), evaluation, the run directories they write, resuming a
+finished stage, the command-line plumbing, and the offline .bin contract of the same records."""
+import json
+import os
+
+import numpy as np
+import pytest
+import yaml
+
+from src.config import load_config
+from src.data.task_data import convert_task_data
+from src.infra.runtime import Runtime
+from src.model.heads import BertForSequenceClassification, build_model
+from src.model import checkpoint as ckpt
+from src.ship import offline
+from src.training import cli, stages
+from src.training.manifest import Manifest
+from src.training.networks import stage_dirs
+
+TINY = dict(vocab_size=30522, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24,
+            max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+STUDENT = dict(TINY, num_hidden_layers=1)
+RUNTIME = Runtime(rank=0, world_size=1, device_target="CPU", graph=False)
+
+
+def lines(src, dst, rows):
+    with open(src, encoding="utf-8") as f:
+        dst.write_text("".join(f.readline() for _ in range(rows + 1)), encoding="utf-8")
+    return str(dst)
+
+
+@pytest.fixture(scope="module")
+def td_run(tmp_path_factory, shared_data):
+    root = tmp_path_factory.mktemp("stages")
+    vocab = os.path.join(shared_data, "vocab", "bert-base-uncased-vocab.txt")
+    for split, rows in (("train", 48), ("dev", 20)):
+        src = lines(os.path.join(shared_data, "glue", "SST-2", f"{split}.tsv"), root / f"{split}.tsv", rows)
+        convert_task_data("sst2", src, str(root / f"{split}.mindrecord"), vocab, seq_length=24)
+    pretrained = build_model(load_config_dict(root, {}).teacher, "backbone")
+    ckpt.save_model(pretrained, str(root / "pretrained.ckpt"))
+    return root
+
+
+def load_config_dict(root, extra):
+    cfg = {
+        "task": {"name": "SST-2", "num_labels": 2, "labels": ["0", "1"]},
+        "run": {"output_dir": str(root / "out"), "mode": "pynative", "seed": 3, "data_seed": 4},
+        "data": {"train_files": [str(root / "train.mindrecord")], "eval_files": [str(root / "dev.mindrecord")],
+                 "seq_length": 24, "bucket_boundaries": [16]},
+        "checkpoint": {"pretrained": str(root / "pretrained.ckpt")},
+        "teacher": TINY, "student": STUDENT,
+        "distill": {"layer_map": [[0, 0], [1, 2]]},
+        "td": {"finetune": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "log_steps": 2},
+               "phase1": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "log_steps": 2, "save_steps": 4},
+               "phase2": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "log_steps": 2}},
+    }
+    for key, value in extra.items():
+        cfg[key] = {**cfg.get(key, {}), **value}
+    path = root / "td.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return load_config(str(path), kind="td")
+
+
+def test_every_td_stage_runs_in_process_and_writes_its_run_directory(td_run, capsys):
+    cfg = load_config_dict(td_run, {})
+    teacher = stages.run_finetune(cfg, RUNTIME, "teacher", progress=False)
+    assert isinstance(teacher, Manifest) and teacher.finished and teacher.step == teacher.total_steps >= 4
+    phase1 = stages.run_phase1(cfg, RUNTIME, progress=False)
+    assert phase1.layer_map == [[0, 0], [1, 2]] and phase1.checkpoints.fit_dense == "fit_dense.ckpt"
+    assert phase1.teacher_logits["rows"] == 48  # every training row, the dropped last batches included
+    phase2 = stages.run_phase2(cfg, RUNTIME, progress=False)
+    assert phase2.teacher_logits["from_phase1"] == 48 and phase2.checkpoints.best == "best.ckpt"
+    dirs = stage_dirs(cfg)
+    for name in ("teacher", "phase1", "phase2"):
+        written = Manifest.read(dirs[name])
+        assert written.finished and written.student_sha256 and written.schema_version == 1
+        rows = [json.loads(line) for line in open(os.path.join(dirs[name], "metrics.jsonl"), encoding="utf-8")]
+        train = [r for r in rows if r["type"] == "train"]
+        assert train and all(np.isfinite(r["loss"]) and r["samples_per_s"] > 0 for r in train)
+    # the labels of the dev set are scored for every example, with the task's metric
+    result = stages.run_eval(cfg, dirs["phase2"])
+    assert result["sets"]["dev"]["examples"] == 20 and 0.0 <= result["score"] <= 1.0
+    assert result["score"] == phase2.metrics.best["score"]
+    # a finished stage is not run again; the command-line summary names its files
+    again = stages.run_phase2(cfg, RUNTIME, progress=False)
+    assert again.step == phase2.step and again.student_sha256 == phase2.student_sha256
+    cli.finish(dirs["phase2"], again, RUNTIME)
+    out = capsys.readouterr().out
+    assert "finished phase2" in out and "best eval:  accuracy" in out
+    student = ckpt.load_model(os.path.join(dirs["phase2"], "best.ckpt"))
+    assert isinstance(student, BertForSequenceClassification) and student.config.num_hidden_layers == 1
+
+
+def test_resume_reads_the_config_saved_in_the_manifest(td_run):
+    path = cli._config_from_run(os.path.join(str(td_run), "out", "teacher"), "td")  # pylint: disable=protected-access
+    assert load_config(path, kind="td").td.finetune.lr == 1e-3
+    with pytest.raises(FileNotFoundError, match="no manifest.json there"):
+        cli._config_from_run(str(td_run), "td")  # pylint: disable=protected-access
+
+
+def test_offline_bins_hold_every_row_and_round_trip(td_run, tmp_path):
+    meta = offline.write_bins([str(td_run / "dev.mindrecord")], str(tmp_path), 8, 24, "classification",
+                              str(td_run / "labels.json"), "accuracy")
+    assert (meta["num_rows"], meta["num_batches"], meta["pad_rows_last_batch"]) == (20, 3, 4)
+    assert offline.read_meta(str(tmp_path))["num_rows"] == 20
+    ids = offline.read_bin(os.path.join(str(tmp_path), offline.INPUT_DIRS[0], offline.batch_file_name(8, 2)),
+                           np.int32, [8, 24], "input_ids")
+    labels = offline.read_bin(os.path.join(str(tmp_path), offline.LABEL_DIR, offline.batch_file_name(8, 2)),
+                              np.int32, [8], "labels")
+    assert ids[:4].any() and not ids[4:].any() and (labels[4:] == -1).all()  # padding rows: 0 inputs, label -1
