@@ -45,7 +45,7 @@ def main():
                                             backend=Backend(gelu="aot", heads="swap"))
     loss_net = DistillLoss(student, None, "prediction", cfg.distill, stored_teacher_logits=True)
     step = TrainStep(loss_net, loss_net.optimizer_params(), cfg.td.phase2, 10 ** 6, graph=True, host_update=False)
-    host = HostUpdate(step)
+    host = HostUpdate(step.optimizer, step.scaler, step.stage, step.total_steps)
     rng = np.random.default_rng(0)
     batch = [ms.Tensor(rng.integers(1, cfg.student.vocab_size, (32, 32)).astype(np.int32)),
              ms.Tensor(np.zeros((32, 32), np.int32)), ms.Tensor(np.ones((32, 32), np.int32)),

@@ -41,7 +41,7 @@ def both_updates(step, grads):
     graph_after = [t.asnumpy().copy() for t in tensors]
     for t, value in zip(tensors, before):
         t.asnumpy()[...] = value  # on CPU asnumpy() is a writable view of the parameter
-    host_out = [float(x) for x in HostUpdate(step)(*grads)]
+    host_out = [float(x) for x in HostUpdate(step.optimizer, step.scaler, step.stage, step.total_steps)(*grads)]
     host_after = [t.asnumpy().copy() for t in tensors]
     return before, (graph_out, graph_after), (host_out, host_after), [t.name for t in tensors]
 

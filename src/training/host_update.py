@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Dict
+from typing import Any, Dict
 
 import numpy as np
 
+from src.config import StageConfig
 from src.training.optim import lr_at, parameter_groups
-
-if TYPE_CHECKING:
-    from src.training.step import TrainStep
 
 
 class HostUpdate:
@@ -29,14 +27,16 @@ class HostUpdate:
 
     CHUNK = 1 << 18  # elements per task: 1 MB of float32, so a chunk's temporaries stay in cache
 
-    def __init__(self, step: "TrainStep"):
-        opt = step.optimizer
-        self.step_owner = step
+    def __init__(self, optimizer: Any, scaler: Any, stage: StageConfig, total_steps: int):
+        """optimizer: the step's nn.AdamWeightDecay; scaler: its ms.amp.DynamicLossScaler."""
+        opt = self.optimizer = optimizer
+        self.scaler, self.stage, self.total_steps = scaler, stage, total_steps
+        self.per_tensor, self.max_norm = stage.clip_mode == "per_tensor", float(stage.max_grad_norm)
         self.params = list(opt.parameters)
         self.moments1, self.moments2 = list(opt.moments1), list(opt.moments2)
-        decay = {id(p) for g in parameter_groups(self.params, step.stage)[:-1] if g["weight_decay"] > 0
+        decay = {id(p) for g in parameter_groups(self.params, stage)[:-1] if g["weight_decay"] > 0
                  for p in g["params"]}
-        self.decay = [float(step.stage.weight_decay) if id(p) in decay else 0.0 for p in self.params]
+        self.decay = [float(stage.weight_decay) if id(p) in decay else 0.0 for p in self.params]
         self.beta1, self.beta2, self.eps = (float(t.asnumpy().reshape(-1)[0]) for t in (opt.beta1, opt.beta2, opt.eps))
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="host-update")
         self._scratch: Dict[int, np.ndarray] = {}
@@ -71,25 +71,24 @@ class HostUpdate:
         p -= tmp
 
     def __call__(self, *grads):
-        owner = self.step_owner
         g = [t.asnumpy().reshape(-1) for t in grads]
-        scale_view = owner.scaler.scale_value.asnumpy()
+        scale_view = self.scaler.scale_value.asnumpy()
         scale = float(scale_view)
-        if owner.per_tensor:
+        if self.per_tensor:
             norms = [float(np.sqrt(np.dot(x, x, out=None))) / scale for x in g]
             norm = float(np.sqrt(sum(n * n for n in norms)))
             finite = bool(np.isfinite(norms).all() and all(np.isfinite(x).all() for x in g))
-            factors = [min(1.0, owner.max_norm / max(n, 1e-12)) / scale for n in norms]
+            factors = [min(1.0, self.max_norm / max(n, 1e-12)) / scale for n in norms]
         else:
             squares = np.float32(0.0)
             for x in g:
                 squares = squares + np.dot(x, x)
             norm = float(np.sqrt(squares)) / scale
             finite = bool(np.isfinite(norm))
-            factors = [min(1.0, owner.max_norm / max(norm, 1e-12)) / scale] * len(g)
+            factors = [min(1.0, self.max_norm / max(norm, 1e-12)) / scale] * len(g)
         if finite:
-            counter = owner.optimizer.global_step.asnumpy()
-            lr = lr_at(owner.stage, int(counter.reshape(-1)[0]), owner.total_steps)
+            counter = self.optimizer.global_step.asnumpy()
+            lr = lr_at(self.stage, int(counter.reshape(-1)[0]), self.total_steps)
             jobs = []
             for p, m, v, x, factor, wd in zip(self.params, self.moments1, self.moments2, g, factors, self.decay):
                 pv, mv, vv = p.asnumpy().reshape(-1), m.asnumpy().reshape(-1), v.asnumpy().reshape(-1)
@@ -100,8 +99,8 @@ class HostUpdate:
                 job.result()
             counter += 1
         # the dynamic loss scale, as ms.amp.DynamicLossScaler.adjust
-        count_view = owner.scaler.counter.asnumpy()
-        factor_s, window = float(owner.scaler.scale_factor), int(owner.scaler.scale_window)
+        count_view = self.scaler.counter.asnumpy()
+        factor_s, window = float(self.scaler.scale_factor), int(self.scaler.scale_window)
         if finite:
             if int(count_view) == window - 1 and np.isfinite(np.float32(scale * factor_s)):
                 scale_view[...] = np.float32(scale * factor_s)

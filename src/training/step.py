@@ -74,7 +74,7 @@ class TrainStep:
         self.gradients = ms.jit(gradients) if graph else gradients
         self.graph_update = ms.jit(update) if graph else update
         # CPU, one device (Backend.host_update): the update in numpy on the parameters' memory.
-        self.host_update = HostUpdate(self) if host_update else None
+        self.host_update = HostUpdate(self.optimizer, self.scaler, stage, total_steps) if host_update else None
 
     def _gradients_function(self):
         """Step 1: (outputs of the loss net, gradients of loss_scale * total w.r.t. the optimizer's parameters)."""
