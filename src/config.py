@@ -358,6 +358,30 @@ def load_config(path: str, overrides: Sequence[str] = (), kind: Optional[str] = 
     return cfg
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):  # pylint: disable=too-many-ancestors
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: Dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: construct_mapping below says so
+                continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {first.line + 1}); a key may appear only once "
+                                f"in a mapping", key_node.start_mark)
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(stream: Any) -> Any:
+    """yaml.safe_load, refusing duplicate keys at any depth (the error names the line of both)."""
+    return yaml.load(stream, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def read_mapping(path: str, expected: str) -> Dict[str, Any]:
     """A mapping from a YAML (or JSON, a subset of YAML) file; errors name the file and what was expected.
 
@@ -369,7 +393,11 @@ def read_mapping(path: str, expected: str) -> Dict[str, Any]:
         raise FileNotFoundError(f"config file not found: {path} (relative paths resolve against {os.getcwd()})")
     with open(path, encoding="utf-8") as f:
         try:
-            data = yaml.safe_load(f)
+            data = load_yaml(f)
+        except yaml.constructor.ConstructorError as err:
+            if err.problem and err.problem.startswith("duplicate key"):
+                raise ConfigError(f"{path}:{err.problem_mark.line + 1}: {err.problem}") from None
+            raise ConfigError(f"{path}: not valid YAML/JSON: {err}") from None
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML/JSON: {err}") from None
     data = {} if data is None else data

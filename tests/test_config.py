@@ -253,6 +253,19 @@ def test_missing_file_and_bad_yaml(tmp_path):
         load_config(write(tmp_path, "td: [unclosed\n"))
 
 
+@pytest.mark.parametrize("text,message", [
+    ("task: {name: a}\ndata: {seq_length: 64}\nrun: {seed: 1}\ndata: {seq_length: 128}\n",
+     r"x\.yaml:4: duplicate key 'data' \(first at line 2\)"),
+    ("task: {name: a}\ntd:\n  phase1:\n    lr: 1.0e-4\n    epochs: 2\n    lr: 2.0e-4\n",
+     r"x\.yaml:6: duplicate key 'lr' \(first at line 4\)"),
+])
+def test_duplicate_keys_are_refused_at_any_depth_naming_both_lines(tmp_path, text, message):
+    path = tmp_path / "x.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(str(path))
+
+
 def test_to_dict_round_trips_through_the_loader(tmp_path):
     import yaml
     cfg = load_config(os.path.join(ROOT, "td_config", "mnli.yaml"))

@@ -213,12 +213,40 @@ def test_one_tsv_reader_for_converters_and_augmentation(tmp_path):
     assert summary.rows_written == 2 and summary.truncated == 1
 
 
-def test_cluener_row_with_empty_text_is_kept(tmp_path):
+def test_cluener_row_with_empty_text_is_a_bad_row(tmp_path):
     src = tmp_path / "ner.json"
     src.write_text('{"text": "ab", "label": {"x": {"a": [[0, 0]]}}}\n{"text": "", "label": {}}\n', encoding="utf-8")
+    with pytest.raises(BadRowError, match=r"ner\.json:2: the text is empty"):
+        convert_task_data("cluener", str(src), str(tmp_path / "o" / "d.tfrecord"), ZH_VOCAB, 8, fmt="tfrecord")
+    assert not os.path.exists(tmp_path / "o")
     summary = convert_task_data("cluener", str(src), str(tmp_path / "o" / "d.tfrecord"), ZH_VOCAB, 8,
-                                fmt="tfrecord")
-    assert summary.rows_written == 2 and not summary.skipped
+                                fmt="tfrecord", skip_bad_rows=True)
+    assert summary.rows_written == 1 and len(summary.skipped) == 1
+
+
+@pytest.mark.parametrize("content,message", [
+    ("sentence\tlabel\ngood\t1\n\t1\n", r"in\.tsv:3: the text is empty"),
+    ("sentence\tlabel\ngood\t1\n  \t0\n", r"in\.tsv:3: the text is empty"),
+])
+def test_empty_or_blank_text_is_a_bad_row_not_a_cls_sep_example(tmp_path, content, message):
+    src = tmp_path / "in.tsv"
+    src.write_text(content, encoding="utf-8")
+    with pytest.raises(BadRowError, match=message):
+        convert_task_data("sst2", str(src), str(tmp_path / "o" / "d.mindrecord"), EN_VOCAB, 8)
+    assert not os.path.exists(tmp_path / "o")
+    summary = convert_task_data("sst2", str(src), str(tmp_path / "o" / "d.mindrecord"), EN_VOCAB, 8,
+                                skip_bad_rows=True)
+    assert (summary.rows_read, summary.rows_written, len(summary.skipped)) == (2, 1, 1)
+
+
+@pytest.mark.parametrize("task,length,need", [("sst2", 0, 3), ("sst2", 1, 3), ("sst2", 2, 3), ("mnli", 4, 5)])
+def test_a_sequence_length_that_holds_no_token_is_refused_naming_the_option(tmp_path, task, length, need):
+    src = tmp_path / "in.tsv"
+    src.write_text("sentence\tlabel\ngood\t1\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"--max_seq_length \(seq_length\): got {length}; {task} needs at least "
+                                         rf"{need}"):
+        convert_task_data(task, str(src), str(tmp_path / "o" / "d.mindrecord"), EN_VOCAB, length)
+    assert not os.path.exists(tmp_path / "o")
 
 
 def test_broken_label_map_names_the_file(tmp_path):

@@ -375,6 +375,8 @@ def parse_examples(task: str, path: str, skip_bad_rows: bool, summary: Summary, 
     examples = []
     for item in READERS[task](path, **reader_args):
         summary.rows_read += 1
+        if not isinstance(item, BadRowError):
+            item = _check_text(item)
         if isinstance(item, BadRowError):
             if not skip_bad_rows:
                 raise item
@@ -383,6 +385,26 @@ def parse_examples(task: str, path: str, skip_bad_rows: bool, summary: Summary, 
         else:
             examples.append(item)
     return examples
+
+
+def _check_text(example: Example) -> Any:
+    """The example, or a BadRowError when a text it needs is empty or only white space (it would become an
+    example of [CLS] [SEP] alone)."""
+    for name, text in (("text", example.text_a), ("second text", example.text_b)):
+        if text is not None and not text.strip():
+            return BadRowError(f"{example.where}: the {name} is empty; expected words to classify")
+    return example
+
+
+MIN_SEQ_LENGTH = {"single": 3, "pair": 5}  # [CLS] a [SEP] and [CLS] a [SEP] b [SEP], one token each
+
+
+def check_seq_length(task: str, seq_length: int, pair: bool) -> None:
+    """The sequence length must hold [CLS], [SEP] and at least one token of every text."""
+    need = MIN_SEQ_LENGTH["pair" if pair else "single"]
+    if not isinstance(seq_length, int) or seq_length < need:
+        raise ValueError(f"--max_seq_length (seq_length): got {seq_length!r}; {task} needs at least {need} "
+                         f"([CLS], {'[SEP] after each text' if pair else '[SEP]'} and one token per text)")
 
 
 def _check_labels(examples: List[Example], labels: List[str], skip_bad_rows: bool,
@@ -432,6 +454,7 @@ def convert_task_data(task: str, input_file: str, output: str, vocab_file: str, 
     """
     if tag_scheme not in TAG_PREFIXES:
         raise ValueError(f"tag_scheme {tag_scheme!r}; expected one of {sorted(TAG_PREFIXES)}")
+    check_seq_length(task, seq_length, task in ("mnli", "qnli") or reader_args.get("text_b_col") is not None)
     summary = Summary()
     examples = parse_examples(task, input_file, skip_bad_rows, summary, tag_scheme=tag_scheme, **reader_args)
     labels = (load_label_map(label_map) if label_map else fixed_labels(task)
