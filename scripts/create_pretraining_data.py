@@ -57,6 +57,13 @@ def _expand(patterns):
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        _run(args)
+    except (ValueError, FileNotFoundError, OSError) as err:  # bad options or input: one line, no traceback
+        sys.exit(f"error: {err}")
+
+
+def _run(args) -> None:
     opts = PretrainOptions(max_seq_length=args.max_seq_length, dupe_factor=args.dupe_factor,
                            short_seq_prob=args.short_seq_prob, masked_lm_prob=args.masked_lm_prob,
                            max_predictions_per_seq=args.max_predictions_per_seq,

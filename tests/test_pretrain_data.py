@@ -1,6 +1,7 @@
 """Pre-training instances: BERT invariants, masking statistics, determinism, readers, Google parity, records."""
 import os
 import random
+import re
 import subprocess
 import sys
 
@@ -270,3 +271,21 @@ def test_readme_gd_records_through_create_tinybert_dataset(tmp_path, en_tok, wik
     assert len(got) == count == len(rows) > 1000
     assert got == sorted(tuple(tuple(r[c]) for c in columns) for r in rows)
     assert any(vocab_id == en_tok.vocab["[MASK]"] for row in got for vocab_id in row[0])  # MLM-corrupted GD data
+
+
+@pytest.mark.parametrize("content,flags,message", [
+    (b"", [], r"error: .*empty\.txt: no sentence with any token \(empty input\?\)"),
+    (b"\xff\xfe not utf-8\n", [], r"error: .*empty\.txt:1: not UTF-8 text"),
+    (b"One sentence.\n", ["--masked_lm_prob", "1.5"], r"error: pretraining options: --masked_lm_prob "
+                                                        r"\(masked_lm_prob\): got 1\.5; expected in \[0, 1\)"),
+    (b"One sentence.\n", ["--dupe_factor", "0"], r"error: pretraining options: --dupe_factor \(dupe_factor\): got 0"),
+])
+def test_cli_bad_corpus_or_options_give_one_line_and_write_nothing(tmp_path, content, flags, message):
+    src = tmp_path / "empty.txt"
+    src.write_bytes(content)
+    cmd = [sys.executable, os.path.join(ROOT, "scripts", "create_pretraining_data.py"), "--input_file", str(src),
+           "--output_file", str(tmp_path / "out" / "gd.mindrecord"), "--vocab_file", EN_VOCAB] + flags
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert re.search(message, proc.stderr.strip().splitlines()[-1]), proc.stderr[-500:]
+    assert not os.path.exists(tmp_path / "out")

@@ -63,7 +63,8 @@ class PretrainOptions:
                   ("max_predictions_per_seq", self.max_predictions_per_seq >= 1, ">= 1")]
         for name, ok, allowed in checks:
             if not ok:
-                raise ValueError(f"pretraining options: {name}: got {getattr(self, name)!r}; expected {allowed}")
+                raise ValueError(f"pretraining options: --{name} ({name}): got {getattr(self, name)!r}; expected "
+                                 f"{allowed}")
 
     @property
     def masking(self) -> bool:
@@ -396,6 +397,9 @@ def create_pretraining_records(input_files: Sequence[str], output: str, tokenize
     start = time.perf_counter()
     documents = tokenize_documents(read_documents(input_files, input_format), tokenizer, num_workers)
     logger.info("tokenized %d documents in %.1fs", len(documents), time.perf_counter() - start)
+    if not documents:
+        raise ValueError(f"{', '.join(input_files)}: no sentence with any token (empty input?); expected "
+                         f"{input_format} text with at least one sentence")
     instances = create_training_instances(documents, opts, VocabInfo.from_vocab(tokenizer.vocab),
                                           random.Random(seed))
     elapsed = time.perf_counter() - start
