@@ -14,6 +14,7 @@ Any nested key can be overridden on the command line: `--td.phase2.lr=3e-5`.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import json
@@ -351,10 +352,21 @@ def load_config(path: str, overrides: Sequence[str] = (), kind: Optional[str] = 
         kind = _infer_kind(data, path)
     if kind not in ROOTS:
         raise ConfigError(f"unknown config kind {kind!r}; expected one of {sorted(ROOTS)}")
+    pristine = copy.deepcopy(data) if overrides else None
     for item in overrides:
         _apply_override(data, item, ROOTS[kind])
-    cfg = _build(ROOTS[kind], data, "", path)
-    cfg.validate(path)
+    try:
+        cfg = _build(ROOTS[kind], data, "", path)
+        cfg.validate(path)
+    except ConfigError as err:
+        if pristine is None:
+            raise
+        try:  # the file alone is fine: the command line made the value wrong, so say so
+            _build(ROOTS[kind], pristine, "", path).validate(path)
+        except ConfigError:
+            raise err from None
+        blamed = f"command line ({' '.join(overrides)})"
+        raise ConfigError(str(err).replace(f"{path}: ", f"{blamed}: ", 1)) from None
     return cfg
 
 

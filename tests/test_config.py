@@ -266,6 +266,14 @@ def test_duplicate_keys_are_refused_at_any_depth_naming_both_lines(tmp_path, tex
         load_config(str(path))
 
 
+def test_an_override_that_fails_validation_is_blamed_on_the_command_line():
+    with pytest.raises(ConfigError, match=r"^command line \(--data\.seq_length=600\): data\.seq_length: got 600; "
+                                          r"allowed: at most teacher\.max_position_embeddings \(512\)"):
+        load_config(os.path.join(ROOT, "td_config", "sst2.yaml"), ["--data.seq_length=600"])
+    with pytest.raises(ConfigError, match=r"^command line \(--td\.phase2\.lr=-1\): td\.phase2\.lr: got -1\.0"):
+        load_config(os.path.join(ROOT, "td_config", "sst2.yaml"), ["--td.phase2.lr=-1"])
+
+
 def test_to_dict_round_trips_through_the_loader(tmp_path):
     import yaml
     cfg = load_config(os.path.join(ROOT, "td_config", "mnli.yaml"))
