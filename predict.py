@@ -82,12 +82,22 @@ def read_examples(texts: Sequence[str], input_file: Optional[str], stdin: Any) -
     if input_file and input_file != "-":
         if not os.path.isfile(input_file):
             raise InputError(f"--input_file {input_file} does not exist")
-        with open(input_file, encoding="utf-8") as f:
-            yield from _lines(f, input_file)
+        with open(input_file, "rb") as f:
+            yield from _lines(_utf8_lines(f, input_file), input_file)
         return
     if input_file is None and stdin.isatty():
         raise InputError("no input: give sentences as arguments, --input_file FILE, or pipe lines to stdin")
     yield from _lines(stdin, "<stdin>")
+
+
+def _utf8_lines(stream: Iterable[bytes], name: str) -> Iterator[str]:
+    """Decoded lines of a binary file; a line that is not UTF-8 is an error naming the file and the line."""
+    for lineno, raw in enumerate(stream, start=1):
+        try:
+            yield raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+        except UnicodeDecodeError as err:
+            raise InputError(f"{name}:{lineno}: not UTF-8 text ({err.reason} at byte {err.start}); expected UTF-8, "
+                             f"one sentence (or JSON object) per line") from None
 
 
 def _lines(stream: Iterable[str], name: str) -> Iterator[Example]:

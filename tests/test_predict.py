@@ -176,6 +176,10 @@ def test_errors_name_the_problem(models, capsys):
     assert "<stdin>:2: 3 tab-separated fields" in error(*common, stdin="fine\na\tb\tc\n")
     assert "no sentences in the input" in error(*common, stdin="\n \n")
     assert "--input_file" in error(*common, "--input_file", models["dir"] / "absent.txt")
+    latin = models["dir"] / "latin1.txt"
+    latin.write_bytes("fine\ncaf\xe9 au lait\n".encode("latin-1"))
+    assert "latin1.txt:2: not UTF-8 text (invalid continuation byte at byte 3)" in error(*common, "--input_file",
+                                                                                         latin)
     assert "a sentence pair was given to a token-classification (NER) model" in error(
         "--model", models["ner"], "--vocab_file", ZH_VOCAB, "--labels_file", models["tags"], "甲\t乙")
     assert "--labels_file (the labels.json" in error("--model", models["ner"], "--vocab_file", ZH_VOCAB, "甲")
