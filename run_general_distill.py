@@ -24,10 +24,15 @@ def main(argv=None) -> int:
     cfg, runtime = load_for_run(args, overrides, "gd")
     from src.infra import runtime as rt  # pylint: disable=import-outside-toplevel
     from src.infra.modelarts import ModelArtsSync  # pylint: disable=import-outside-toplevel
+    from src.config import ConfigError  # pylint: disable=import-outside-toplevel
+    from src.training.manifest import RunDirError  # pylint: disable=import-outside-toplevel
     from src.training.stages import run_general_distill  # pylint: disable=import-outside-toplevel
 
-    with ModelArtsSync(cfg.run), rt.profiling(cfg.run, runtime.rank):
-        manifest = run_general_distill(cfg, runtime, overwrite=args.overwrite, progress=not args.no_progress)
+    try:
+        with ModelArtsSync(cfg.run), rt.profiling(cfg.run, runtime.rank):
+            manifest = run_general_distill(cfg, runtime, overwrite=args.overwrite, progress=not args.no_progress)
+    except (ConfigError, ValueError, OSError, RunDirError) as err:  # user input: one line, no traceback
+        sys.exit(f"error: {err}")
     return finish(cfg.run.output_dir, manifest, runtime)
 
 

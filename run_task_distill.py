@@ -40,6 +40,7 @@ def main(argv=None) -> int:
     from src.training import stages  # pylint: disable=import-outside-toplevel
     from src.training.networks import stage_dirs  # pylint: disable=import-outside-toplevel
     from src.config import ConfigError  # pylint: disable=import-outside-toplevel
+    from src.training.manifest import RunDirError  # pylint: disable=import-outside-toplevel
     from src.infra import runtime as rt  # pylint: disable=import-outside-toplevel
     from src.infra.modelarts import ModelArtsSync  # pylint: disable=import-outside-toplevel
 
@@ -60,7 +61,7 @@ def main(argv=None) -> int:
             if args.phase in ("2", "both"):
                 manifest = stages.run_phase2(cfg, runtime, **common)
                 finish(dirs["phase2"], manifest, runtime)
-    except ConfigError as err:
+    except (ConfigError, ValueError, OSError, RunDirError) as err:  # user input: one line, no traceback
         sys.exit(f"error: {err}")
     return 0
 

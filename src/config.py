@@ -27,6 +27,8 @@ from typing import Any, Dict, Literal, Optional, Sequence, Tuple, Union
 
 import yaml
 
+from src.infra.files import check_folder_path
+
 
 class ConfigError(ValueError):
     """A configuration value is unknown, mistyped or inconsistent; the message says where and why."""
@@ -285,6 +287,10 @@ class TDConfig:
 
 
 def _validate_models(cfg: Any, where: str) -> None:
+    try:
+        check_folder_path(cfg.run.output_dir, "run.output_dir")
+    except ValueError as err:
+        raise ConfigError(f"{where}: {err}") from None
     cfg.teacher.validate(f"{where}: teacher")
     cfg.student.validate(f"{where}: student")
     seq = cfg.data.seq_length

@@ -170,7 +170,7 @@ def test_bad_inputs_name_the_problem(tmp_path, en_tok):
     bad.write_bytes(b"fine line\ncaf\xe9\n")
     with pytest.raises(ValueError, match=r"latin1.txt:2: not UTF-8"):
         pd.read_documents([str(bad)], "sentences")
-    with pytest.raises(ValueError, match=r"max_seq_length: got 4; expected >= 5"):
+    with pytest.raises(ValueError, match=r"--max_seq_length \(max_seq_length\): got 4; expected >= 5"):
         pd.PretrainOptions(max_seq_length=4)
     with pytest.raises(ValueError, match=r"input_format: got 'xml'"):
         pd.read_documents([str(bad)], "xml")

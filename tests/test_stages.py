@@ -3,12 +3,14 @@ teacher, phase 1, phase 2 (with the teacher-logit store), evaluation, the run di
 finished stage, the command-line plumbing, and the offline .bin contract of the same records."""
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import yaml
 
-from src.config import load_config
+from src.config import ConfigError, load_config
 from src.data.task_data import convert_task_data
 from src.infra.runtime import Runtime
 from src.model.heads import BertForSequenceClassification, build_model
@@ -17,6 +19,7 @@ from src.ship import offline
 from src.training import cli, stages
 from src.training.manifest import Manifest
 from src.training.networks import stage_dirs
+from conftest import ROOT
 
 TINY = dict(vocab_size=30522, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24,
             max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
@@ -109,3 +112,38 @@ def test_offline_bins_hold_every_row_and_round_trip(td_run, tmp_path):
     labels = offline.read_bin(os.path.join(str(tmp_path), offline.LABEL_DIR, offline.batch_file_name(8, 2)),
                               np.int32, [8], "labels")
     assert ids[:4].any() and not ids[4:].any() and (labels[4:] == -1).all()  # padding rows: 0 inputs, label -1
+
+
+def test_missing_or_mismatched_records_are_refused_before_the_run_directory_exists(td_run, tmp_path):
+    out = tmp_path / "out"
+    cfg = load_config_dict(td_run, {"run": {"output_dir": str(out)},
+                                    "data": {"train_files": [str(td_run / "absent.mindrecord")]}})
+    with pytest.raises(FileNotFoundError, match=r"record file '.*absent\.mindrecord' does not exist"):
+        stages.run_finetune(cfg, RUNTIME, "teacher", progress=False)
+    cfg = load_config_dict(td_run, {"run": {"output_dir": str(out)}, "data": {"seq_length": 32}})
+    with pytest.raises(ValueError, match=r"train\.mindrecord: column 'input_ids' has shape \[24\]; expected \[32\]"):
+        stages.run_finetune(cfg, RUNTIME, "teacher", progress=False)
+    cfg = load_config_dict(td_run, {"run": {"output_dir": str(out)},
+                                    "data": {"eval_files": [str(td_run / "absent_dev.mindrecord")]}})
+    with pytest.raises(FileNotFoundError, match=r"absent_dev\.mindrecord' does not exist"):
+        stages.run_finetune(cfg, RUNTIME, "teacher", progress=False)
+    assert not out.exists()  # no empty OUT/teacher/ left behind
+
+
+def test_an_output_folder_under_a_file_is_refused_at_load(td_run, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match=r"run\.output_dir: .*a_file/out cannot be a folder: .*a_file is a file"):
+        load_config_dict(td_run, {"run": {"output_dir": str(blocker / "out")}})
+
+
+@pytest.mark.slow
+def test_commands_report_bad_input_in_one_line(td_run, tmp_path):
+    load_config_dict(td_run, {"run": {"output_dir": str(tmp_path / "out")}, "data": {"seq_length": 32}})
+    env = dict(os.environ, PYTHONPATH=ROOT, GLOG_v="3")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "run_task_distill.py"), "--config",
+                           str(td_run / "td.yaml"), "--phase", "finetune", "--no_progress"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ") and "expected [32]" in proc.stderr
+    assert not (tmp_path / "out").exists()

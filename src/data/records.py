@@ -29,6 +29,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Sequence, Tuple
 import crc32c as _crc32c
 import numpy as np
 
+from src.infra.files import check_folder_path
 from src.infra.protobuf import iter_fields, length_delimited, read_varint, varint
 
 logger = logging.getLogger(__name__)
@@ -342,6 +343,7 @@ def write_records(rows: Iterable[Dict[str, Any]], output: str, columns: Dict[str
     if floats and fmt != "mindrecord":
         raise ValueError(f"write_records: float32 columns {floats} can only be written to MindRecord, not {fmt}")
     parent = os.path.dirname(os.path.abspath(output))
+    check_folder_path(parent, f"records {output}")
     os.makedirs(parent, exist_ok=True)
     tmp_dir = tempfile.mkdtemp(prefix=".tmp-records-", dir=parent)
     try:

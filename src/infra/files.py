@@ -16,6 +16,22 @@ from typing import IO, Any, Iterator
 TMP_INFIX = ".tmp-"  # every temporary name written here contains it
 
 
+def check_folder_path(folder: str, what: str) -> None:
+    """`folder` can be a folder: it is one, or its nearest existing ancestor is a folder (not a file).
+
+    Raises:
+        ValueError: naming `what`, the path and the file that stands in the way.
+    """
+    current = os.path.abspath(folder)
+    while not os.path.exists(current):
+        parent = os.path.dirname(current)
+        if parent == current:
+            return
+        current = parent
+    if not os.path.isdir(current):
+        raise ValueError(f"{what}: {folder} cannot be a folder: {current} is a file")
+
+
 def temporary_name(path: str, suffix: str = "") -> str:
     """`path` + TMP_INFIX + pid and thread: unique among the processes and threads writing the same file."""
     return f"{path}{TMP_INFIX}{os.getpid()}-{threading.get_native_id()}{suffix}"

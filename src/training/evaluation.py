@@ -15,7 +15,7 @@ from mindspore import nn
 
 from src.config import DataConfig
 from src.data.batching import pad_rows
-from src.data.dataset import MODEL_INPUT_COLUMNS, create_tinybert_dataset
+from src.data.dataset import MODEL_INPUT_COLUMNS, create_tinybert_dataset, resolve_files, validate_files
 from src.metrics import IGNORE_INDEX, evaluate
 from src.model.heads import LOGITS
 
@@ -43,6 +43,13 @@ class Evaluator:
         self.metric = metric
         self.label_names = label_names
         self.columns = [*MODEL_INPUT_COLUMNS, label_column]
+
+    def check_files(self) -> None:
+        """Every eval set's files exist and have the columns and seq_length of the config (raises naming them)."""
+        for eval_set in self.sets:
+            paths = resolve_files(list(eval_set.files))
+            validate_files(paths, self.columns, self.data.seq_length, self.data.dataset_type,
+                           self.data.schema_file or None)
 
     def logits_and_labels(self, files: Sequence[str]) -> Tuple[np.ndarray, np.ndarray]:
         dataset = create_tinybert_dataset(list(files), self.columns, self.batch_size, self.data.seq_length,

@@ -93,11 +93,12 @@ def _start_manifest(stage: Stage, steps_per_epoch: int, total_steps: int,
 
 def run_stage(stage: Stage, resume_from: Optional[Manifest] = None) -> Manifest:
     """Train one stage to the end (or continue it), evaluating and checkpointing; returns the final manifest."""
-    os.makedirs(stage.run_dir, exist_ok=True)
     if resume_from is not None and resume_from.finished:
         logger.info("%s: finished earlier (step %d), skipped", stage.run_dir, resume_from.step)
         return resume_from
-    steps_per_epoch = _dataset(stage, 0).get_dataset_size()
+    steps_per_epoch = _dataset(stage, 0).get_dataset_size()  # checks the files before anything is written
+    if stage.evaluator is not None:
+        stage.evaluator.check_files()
     if steps_per_epoch < 1:
         raise ValueError(f"{stage.name}: the training data gives no full batch of {stage.stage.batch_size} rows "
                          f"(files {list(stage.data.train_files)}); lower batch_size or add data")
@@ -105,6 +106,7 @@ def run_stage(stage: Stage, resume_from: Optional[Manifest] = None) -> Manifest:
     step = TrainStep(stage.loss_net, stage.params, stage.stage, total_steps, graph=stage.graph,
                      distributed=stage.world_size > 1, host_update=stage.backend.host_update)
     manifest = _start_manifest(stage, steps_per_epoch, total_steps, resume_from)
+    os.makedirs(stage.run_dir, exist_ok=True)
     saves = StageCheckpoints(stage.run_dir, stage.student, stage.fit_dense, writes=stage.is_main,
                              background=stage.async_checkpoints, keep=stage.stage.keep_checkpoints)
     if resume_from is not None and resume_from.checkpoints.state:
