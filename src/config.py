@@ -131,6 +131,15 @@ class RunConfig:
     # numpy on the parameters' own memory, two threads, in cache-sized chunks (the same float32 formulas; ~5x
     # faster than MindSpore 2.10's CPU AdamWeightDecay kernel, bench/bench_update.py). false: in the graph.
     cpu_host_update: bool = True
+    # Ascend / GPU: precision of the encoders' Dense products (model.bert.MixedDense). "auto" = float16 on Ascend,
+    # float32 on GPU and CPU; "fp16" / "bf16" (GPU) keep embeddings, LayerNorm, attention scores and softmax, the
+    # heads and the losses in float32, with the stage's dynamic loss scaling. CPU trains in float32 only (MindSpore
+    # 2.10 has no CPU bf16 kernels and its fp16 ones are slower).
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    # The model zoo's enable_data_sink. MindSpore has no sink mode on CPU, which runs step by step whatever this says
+    # (a warning); on Ascend / GPU sink mode is not implemented yet, so true is refused there.
+    data_sink: bool = False
+    data_sink_steps: int = _bounded(-1, ge=-1)  # the zoo's data_sink_steps (-1: one epoch); read with data_sink
 
 
 @dataclass(frozen=True)
@@ -286,11 +295,53 @@ class TDConfig:
                 f"{self.task.num_labels}; they must agree")
 
 
+PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def resolve_precision(precision: str, device_target: str) -> str:
+    """run.precision on `device_target` as a dtype name: "auto" is float16 on Ascend (its Cube units compute
+    float16), float32 on GPU and CPU (the model zoo trains the GPU student in float32 too). CPU trains in float32
+    only; Ascend 910 has no bfloat16 matmul."""
+    if precision == "auto":
+        return "float16" if device_target == "Ascend" else "float32"
+    dtype = PRECISIONS[precision]
+    if device_target == "CPU" and dtype != "float32":
+        raise ValueError(f"run.precision: {precision} does not train on CPU (MindSpore 2.10 has no CPU bfloat16 "
+                         "kernels and its float16 ones are 2.4x slower than float32); use auto or fp32")
+    if device_target == "Ascend" and dtype == "bfloat16":
+        raise ValueError("run.precision: bf16 is for GPU; Ascend 910 computes float16 (use auto or fp16)")
+    return dtype
+
+
+def _check_urls(cfg: Any, where: str) -> None:
+    """OBS URLs: only run.data_url / train_url / checkpoint_url, and only with run.enable_modelarts (moxing copies
+    them to /cache/data, /cache/checkpoint and run.output_dir); every other path is local."""
+    run = cfg.run
+    for key in ("data_url", "train_url", "checkpoint_url"):
+        if getattr(run, key) and not run.enable_modelarts:
+            raise ConfigError(f"{where}: run.{key}: {getattr(run, key)!r} is only read on ModelArts; set "
+                              f"run.enable_modelarts: true (the zoo's --enable_modelarts=True) or remove it")
+    for section in ("run", "data", "checkpoint"):
+        for f in dataclasses.fields(getattr(cfg, section)):
+            if not f.metadata.get("path"):
+                continue
+            value = getattr(getattr(cfg, section), f.name)
+            for one in value if isinstance(value, tuple) else (value,):
+                if isinstance(one, str) and "://" in one:
+                    hint = ("give the OBS folder as run.data_url / run.checkpoint_url and local paths under "
+                            "/cache/data / /cache/checkpoint here" if run.enable_modelarts else
+                            "OBS is read only on ModelArts: set run.enable_modelarts: true and give the OBS folder "
+                            "as run.data_url (copied to /cache/data)")
+                    raise ConfigError(f"{where}: {section}.{f.name}: {one!r} is a URL, not a local path; {hint}")
+
+
 def _validate_models(cfg: Any, where: str) -> None:
     try:
         check_folder_path(cfg.run.output_dir, "run.output_dir")
+        resolve_precision(cfg.run.precision, cfg.run.device_target)
     except ValueError as err:
         raise ConfigError(f"{where}: {err}") from None
+    _check_urls(cfg, where)
     cfg.teacher.validate(f"{where}: teacher")
     cfg.student.validate(f"{where}: student")
     seq = cfg.data.seq_length
@@ -304,6 +355,9 @@ def _validate_models(cfg: Any, where: str) -> None:
     if bad:
         raise ConfigError(f"{where}: data.bucket_boundaries: {list(cfg.data.bucket_boundaries)}; every length must be "
                           f"in [2, data.seq_length={seq}] (got {bad})")
+    if cfg.run.data_sink and cfg.run.device_target != "CPU":
+        raise ConfigError(f"{where}: run.data_sink: true is not implemented for {cfg.run.device_target} yet (the "
+                          "training loop feeds one step at a time); set run.data_sink: false")
     if cfg.teacher.vocab_size != cfg.student.vocab_size:
         raise ConfigError(
             f"{where}: teacher.vocab_size ({cfg.teacher.vocab_size}) != student.vocab_size "

@@ -121,7 +121,8 @@ def test_training_backend_uses_the_kernels_on_cpu_only_and_the_portable_one_buil
     assert Backend.for_training(RunConfig(cpu_gelu="builtin", cpu_host_update=False), "CPU") == \
         Backend(gelu="builtin", heads="swap", host_update=False)
     assert Backend.for_training(RunConfig(), "CPU", distributed=True).host_update is False  # the graph update
-    assert Backend.for_training(RunConfig(), "GPU") == Backend() == Backend.for_training(RunConfig(), "Ascend")
+    assert Backend.for_training(RunConfig(), "GPU") == Backend()  # run.precision auto: float32 on GPU
+    assert Backend.for_training(RunConfig(), "Ascend") == Backend(compute_dtype="float16")  # and float16 on Ascend
     assert isinstance(activation("gelu"), nn.GELU)  # export and evaluation: MindSpore's GeLU
     with pytest.raises(ValueError, match="Backend.heads: got 'fast'"):
         Backend(heads="fast")

@@ -190,58 +190,66 @@ class DistillLoss(nn.Cell):
     def _project(self, hidden, k):
         return self.fit_dense(hidden, 0 if self.shared_fit else k)
 
-    def construct(self, input_ids, segment_ids, input_mask, label_ids, teacher_logits=None):
+    def construct(self, input_ids, segment_ids, input_mask, label_ids, teacher_logits=None, normalizers=None):
+        """normalizers: None (each masked mean divides by this batch's own count), or [3] float32: the real tokens,
+        the real (query, key) pairs per head and the scored labels to divide by (data parallel: the global
+        batch's counts / world size, so that the mean of the ranks' losses is the global batch's loss)."""
+        counts = (None, None, None) if normalizers is None else (normalizers[0], normalizers[1], normalizers[2])
         s_out = self.student(input_ids, segment_ids, input_mask)
         # Fresh zeros each call (never `+=` on a shared tensor: graph mode would update it in place).
-        attention = ops.zeros((), ms.float32)
-        hidden = ops.zeros((), ms.float32)
-        embedding = ops.zeros((), ms.float32)
-        prediction = ops.zeros((), ms.float32)
-        hard = ops.zeros((), ms.float32)
+        zero = ops.zeros((), ms.float32)
         no_logits = ops.zeros((1,), ms.float32)
         if self.stage == "finetune":
-            hard = self._hard_loss(s_out[LOGITS], label_ids)
-            return hard, attention, hidden, embedding, prediction, hard, no_logits
+            hard = self._hard_loss(s_out[LOGITS], label_ids, counts[2])
+            return hard, zero, zero, zero, zero, hard, no_logits
         if self.intermediate:
             t_out = self.teacher(input_ids, segment_ids, input_mask)
-            s_scores = s_out[self.s_scores]
-            t_scores = t_out[self.t_scores]
-            for s, t in self.attention_pairs:
-                attention = attention + losses.attention_mse(s_scores[s], ops.stop_gradient(t_scores[t]), input_mask,
-                                                  self.reference_parity)
-            s_hidden = s_out[self.s_hidden]
-            t_hidden = t_out[self.t_hidden]
-            for k, s, t in self.hidden_pairs:
-                term = losses.hidden_mse(self._project(s_hidden[s], k), ops.stop_gradient(t_hidden[t]), input_mask,
-                                         self.reference_parity)
-                if s == 0:
-                    embedding = embedding + term
-                else:
-                    hidden = hidden + term
+            attention, hidden, embedding = self._intermediate(s_out, t_out, input_mask, counts)
             total = self.attention_weight * attention + self.hidden_weight * hidden + \
                 self.embedding_weight * embedding
             kept = ops.stop_gradient(t_out[LOGITS]) if self.emit_teacher_logits else no_logits
-            return total, attention, hidden, embedding, prediction, hard, kept
+            return total, attention, hidden, embedding, zero, zero, kept
         s_logits = s_out[LOGITS]
         if self.stored_teacher_logits:
             t_logits = teacher_logits
         else:
             t_logits = ops.stop_gradient(self.teacher(input_ids, segment_ids, input_mask)[LOGITS])
-        if self.task_type == "regression":
-            prediction = losses.mse(s_logits, t_logits)
-        elif self.task_type == "ner":
-            prediction = losses.token_soft_cross_entropy(s_logits, t_logits, label_ids, self.temperature,
-                                                         self.temperature_squared, self.reference_parity)
-        else:
-            prediction = losses.soft_cross_entropy(s_logits, t_logits, self.temperature, self.temperature_squared,
-                                                   self.reference_parity)
-        total = prediction
+        prediction = self._prediction(s_logits, t_logits, label_ids, counts[2])
+        total, hard = prediction, zero
         if self.hard_label_weight > 0:
-            hard = self._hard_loss(s_logits, label_ids)
+            hard = self._hard_loss(s_logits, label_ids, counts[2])
             total = total + self.hard_label_weight * hard
-        return total, attention, hidden, embedding, prediction, hard, no_logits
+        return total, zero, zero, zero, prediction, hard, no_logits
 
-    def _hard_loss(self, logits, label_ids):
+    def _intermediate(self, s_out, t_out, input_mask, counts):
+        """(attention, hidden, embedding) MSE terms over the mapped layers."""
+        attention = ops.zeros((), ms.float32)
+        hidden = ops.zeros((), ms.float32)
+        embedding = ops.zeros((), ms.float32)
+        s_scores, t_scores = s_out[self.s_scores], t_out[self.t_scores]
+        for s, t in self.attention_pairs:
+            attention = attention + losses.attention_mse(s_scores[s], ops.stop_gradient(t_scores[t]), input_mask,
+                                                         self.reference_parity, counts[1])
+        s_hidden, t_hidden = s_out[self.s_hidden], t_out[self.t_hidden]
+        for k, s, t in self.hidden_pairs:
+            term = losses.hidden_mse(self._project(s_hidden[s], k), ops.stop_gradient(t_hidden[t]), input_mask,
+                                     self.reference_parity, counts[0])
+            if s == 0:
+                embedding = embedding + term
+            else:
+                hidden = hidden + term
+        return attention, hidden, embedding
+
+    def _prediction(self, s_logits, t_logits, label_ids, scored_count):
+        if self.task_type == "regression":
+            return losses.mse(s_logits, t_logits)
+        if self.task_type == "ner":
+            return losses.token_soft_cross_entropy(s_logits, t_logits, label_ids, self.temperature,
+                                                   self.temperature_squared, self.reference_parity, scored_count)
+        return losses.soft_cross_entropy(s_logits, t_logits, self.temperature, self.temperature_squared,
+                                         self.reference_parity)
+
+    def _hard_loss(self, logits, label_ids, scored_count=None):
         if self.task_type == "regression":
             return losses.mse(logits.reshape(-1), label_ids.astype(ms.float32).reshape(-1))
-        return losses.cross_entropy(logits, label_ids)
+        return losses.cross_entropy(logits, label_ids, scored_count if self.task_type == "ner" else None)

@@ -25,11 +25,13 @@ def _valid_pairs(mask):
     return (m.expand_dims(2) * m.expand_dims(1)).expand_dims(1)
 
 
-def attention_mse(student_scores, teacher_scores, mask, reference_parity: bool = False):
+def attention_mse(student_scores, teacher_scores, mask, reference_parity: bool = False, pair_count=None):
     """MSE between [B, N, S, S] pre-softmax attention scores of one student layer and one teacher layer.
 
     Default: mean over heads and the (query, key) pairs where both are real tokens. Padded keys carry the
     -10000 mask in both nets, so including them would only add noise from the near-equal large values.
+    pair_count: the number of such (query, key) pairs per head to divide by, when it is not this batch's own (data
+    parallel: the global batch's count / world size, so that the ranks' mean is the global batch's loss).
     """
     if reference_parity:
         s = ops.where(student_scores <= PARITY_SCORE_FLOOR, ops.zeros_like(student_scores), student_scores)
@@ -38,16 +40,19 @@ def attention_mse(student_scores, teacher_scores, mask, reference_parity: bool =
     # explicit broadcast: MindSpore's CPU graph runtime keeps the buffer of a broadcasting Mul alive
     pairs = ops.broadcast_to(_valid_pairs(mask), student_scores.shape)
     diff = ops.square(student_scores - teacher_scores) * pairs
-    return diff.sum() / ops.maximum(pairs.sum(), 1.0)
+    count = pairs.sum() if pair_count is None else pair_count * student_scores.shape[1]
+    return diff.sum() / ops.maximum(count, 1.0)
 
 
-def hidden_mse(student_hidden, teacher_hidden, mask, reference_parity: bool = False):
-    """MSE between [B, S, H] (projected) student and teacher hidden states; default: real tokens only."""
+def hidden_mse(student_hidden, teacher_hidden, mask, reference_parity: bool = False, token_count=None):
+    """MSE between [B, S, H] (projected) student and teacher hidden states; default: real tokens only
+    (token_count: the number of real tokens to divide by, when it is not this batch's own; see attention_mse)."""
     if reference_parity:
         return ops.mean(ops.square(student_hidden - teacher_hidden))
     m = ops.broadcast_to(mask.astype(ms.float32).expand_dims(-1), student_hidden.shape)
     diff = ops.square(student_hidden - teacher_hidden) * m
-    return diff.sum() / ops.maximum(m.sum(), 1.0)
+    count = m.sum() if token_count is None else token_count * student_hidden.shape[-1]
+    return diff.sum() / ops.maximum(count, 1.0)
 
 
 def soft_cross_entropy(student_logits, teacher_logits, temperature: float = 1.0,
@@ -65,7 +70,7 @@ def soft_cross_entropy(student_logits, teacher_logits, temperature: float = 1.0,
 
 
 def token_soft_cross_entropy(student_logits, teacher_logits, label_ids, temperature: float = 1.0,
-                             temperature_squared: bool = False, reference_parity: bool = False):
+                             temperature_squared: bool = False, reference_parity: bool = False, scored_count=None):
     """Soft cross-entropy per token for [B, S, C] logits (NER): averaged over scored tokens.
 
     Scored tokens are those whose label id is not IGNORE_INDEX, so [CLS], [SEP] and padding are excluded.
@@ -78,11 +83,12 @@ def token_soft_cross_entropy(student_logits, teacher_logits, label_ids, temperat
         loss = ops.mean(per_class)
     else:
         scored = (label_ids != IGNORE_INDEX).astype(ms.float32)
-        loss = (per_class.sum(-1) * scored).sum() / ops.maximum(scored.sum(), 1.0)
+        count = scored.sum() if scored_count is None else scored_count
+        loss = (per_class.sum(-1) * scored).sum() / ops.maximum(count, 1.0)
     return loss * (temperature * temperature) if temperature_squared else loss
 
 
-def cross_entropy(logits, label_ids):
+def cross_entropy(logits, label_ids, scored_count=None):
     """Hard-label cross-entropy: [B, C] logits with [B] labels, or [B, S, C] with [B, S] labels where
     IGNORE_INDEX positions are skipped. Mean over scored positions."""
     num_classes = logits.shape[-1]
@@ -92,7 +98,8 @@ def cross_entropy(logits, label_ids):
     safe_labels = ops.maximum(flat_labels, 0).astype(ms.int32)
     log_prob = ops.log_softmax(flat_logits, axis=-1)
     picked = ops.gather_elements(log_prob, 1, safe_labels.expand_dims(-1)).squeeze(-1)
-    return -(picked * scored).sum() / ops.maximum(scored.sum(), 1.0)
+    count = scored.sum() if scored_count is None else scored_count
+    return -(picked * scored).sum() / ops.maximum(count, 1.0)
 
 
 def mse(student, teacher):

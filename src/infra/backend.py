@@ -17,12 +17,18 @@ import logging
 from dataclasses import dataclass
 from typing import Literal
 
-from src.config import RunConfig
+from src.config import RunConfig, resolve_precision
 
 logger = logging.getLogger(__name__)
 
 GeluKind = Literal["builtin", "aot"]
 HeadLayout = Literal["transpose", "swap", "views"]
+ComputeDtype = Literal["float32", "float16", "bfloat16"]
+
+
+def compute_dtype(precision: str, device_target: str) -> str:
+    """run.precision on `device_target` as a dtype name (see src.config.resolve_precision)."""
+    return resolve_precision(precision, device_target)
 
 
 @dataclass(frozen=True)
@@ -34,8 +40,13 @@ class Backend:
     gelu: GeluKind = "builtin"
     heads: HeadLayout = "transpose"
     host_update: bool = False
+    # Mixed precision on devices: the encoder's Dense products in float16 / bfloat16, the rest float32 (MixedDense).
+    compute_dtype: ComputeDtype = "float32"
 
     def __post_init__(self):
+        if self.compute_dtype not in ("float32", "float16", "bfloat16"):
+            raise ValueError(f"Backend.compute_dtype: got {self.compute_dtype!r}; expected 'float32', 'float16' or "
+                             "'bfloat16'")
         if self.gelu not in ("builtin", "aot"):
             raise ValueError(f"Backend.gelu: got {self.gelu!r}; expected 'builtin' or 'aot'")
         if self.heads not in ("transpose", "swap", "views"):
@@ -46,7 +57,8 @@ class Backend:
         """The fastest levers that work here for a training stage (run.cpu_gelu and run.cpu_host_update may turn
         the CPU ones off)."""
         if device_target != "CPU":
-            return cls()
+            return cls(compute_dtype=compute_dtype(run.precision, device_target))
+        compute_dtype(run.precision, device_target)  # refuses fp16 / bf16 on CPU
         from src.infra import aot  # pylint: disable=import-outside-toplevel  (compiles the kernels on first use)
 
         kernels = aot.available()

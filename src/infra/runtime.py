@@ -16,6 +16,7 @@ import sys
 from typing import Dict, List, NamedTuple
 
 import mindspore as ms
+import numpy as np
 
 from src.config import RunConfig
 
@@ -36,6 +37,18 @@ class Runtime(NamedTuple):
     def is_main(self) -> bool:
         """Rank 0: the only process that writes checkpoints, manifests and metrics."""
         return self.rank == 0
+
+    def rank_mean(self, values: np.ndarray) -> np.ndarray:
+        """Data parallel: the mean of `values` (float) over the ranks; every rank must call it at the same point."""
+        if not self.distributed:
+            return np.asarray(values)
+        total = ms.ops.AllReduce()(ms.Tensor(np.asarray(values, np.float32))).asnumpy()
+        return total.astype(np.float64) / self.world_size
+
+    def barrier(self) -> None:
+        """Data parallel: wait until every rank is here (e.g. rank 0 has written a stage's manifest); no-op alone.
+        An all-reduce of one number: the Barrier op has no CPU kernel (MindSpore 2.10)."""
+        self.rank_mean(np.ones((1,), np.float32))
 
 
 def launched_distributed(env=None) -> bool:

@@ -58,9 +58,32 @@ def _normal(config: BertConfig, shape: Tuple[int, ...]) -> Parameter:
     return Parameter(initializer(truncated_normal(config.initializer_range), shape, ms.float32))
 
 
-def dense_layer(config: BertConfig, d_in: int, d_out: int) -> nn.Dense:
-    """Linear layer with BERT's initialisation (weight [out, in] ~ truncated normal, bias 0)."""
-    return nn.Dense(d_in, d_out, weight_init=truncated_normal(config.initializer_range), bias_init="zeros")
+class MixedDense(nn.Dense):
+    """nn.Dense (same parameters, float32) whose matrix product runs in `compute_dtype` (float16 / bfloat16):
+    input, weight and bias are cast down, the result back to float32, so everything around it (LayerNorm, the
+    residual adds, softmax over the scores, the losses) stays float32 -- the model zoo BERT's compute_type."""
+
+    def __init__(self, d_in: int, d_out: int, compute_dtype, **kwargs):
+        super().__init__(d_in, d_out, **kwargs)
+        self.compute_dtype = compute_dtype
+        self.d_out = d_out
+        self.product = ops.MatMul(transpose_b=True)
+
+    def construct(self, x):
+        shape = x.shape
+        flat = ops.cast(x.reshape(-1, shape[-1]), self.compute_dtype)
+        out = self.product(flat, ops.cast(self.weight, self.compute_dtype))
+        out = ops.bias_add(out, ops.cast(self.bias, self.compute_dtype))
+        return ops.cast(out, ms.float32).reshape(shape[:-1] + (self.d_out,))
+
+
+def dense_layer(config: BertConfig, d_in: int, d_out: int, backend: Backend = PORTABLE) -> nn.Dense:
+    """Linear layer with BERT's initialisation (weight [out, in] ~ truncated normal, bias 0), computing in
+    backend.compute_dtype (float32 unless a device trains in mixed precision, see MixedDense)."""
+    init = dict(weight_init=truncated_normal(config.initializer_range), bias_init="zeros")
+    if backend.compute_dtype == "float32":
+        return nn.Dense(d_in, d_out, **init)
+    return MixedDense(d_in, d_out, getattr(ms, backend.compute_dtype), **init)
 
 
 class Embedding(nn.Cell):
@@ -132,9 +155,9 @@ class BertSelfAttention(nn.Cell):
         self.num_heads = config.num_attention_heads
         self.head_size = config.head_size
         self.scale = 1.0 / float(np.sqrt(self.head_size))
-        self.query = dense_layer(config, h, h)
-        self.key = dense_layer(config, h, h)
-        self.value = dense_layer(config, h, h)
+        self.query = dense_layer(config, h, h, backend)
+        self.key = dense_layer(config, h, h, backend)
+        self.value = dense_layer(config, h, h, backend)
         self.dropout = nn.Dropout(p=config.attention_probs_dropout_prob)
         # MindSpore 2.10's CPU graph runtime never reuses the memory of Transpose outputs (nor of a broadcasting
         # Add, see BertEncoder): ~130 MB per BERT-base layer at batch 32. CPU training (backend.heads "swap") splits
@@ -183,9 +206,9 @@ class BertSelfAttention(nn.Cell):
 class _DenseResidualNorm(nn.Cell):
     """Dense to H, dropout, residual add and LayerNorm: the block after attention and after the FFN."""
 
-    def __init__(self, config: BertConfig, d_in: int):
+    def __init__(self, config: BertConfig, d_in: int, backend: Backend = PORTABLE):
         super().__init__()
-        self.dense = dense_layer(config, d_in, config.hidden_size)
+        self.dense = dense_layer(config, d_in, config.hidden_size, backend)
         self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)  # pylint: disable=invalid-name
         self.dropout = nn.Dropout(p=config.hidden_dropout_prob)
 
@@ -196,8 +219,8 @@ class _DenseResidualNorm(nn.Cell):
 class BertSelfOutput(_DenseResidualNorm):
     """Projection after attention (H -> H), dropout, residual add and LayerNorm."""
 
-    def __init__(self, config: BertConfig):
-        super().__init__(config, config.hidden_size)
+    def __init__(self, config: BertConfig, backend: Backend = PORTABLE):
+        super().__init__(config, config.hidden_size, backend)
 
 
 class BertAttention(nn.Cell):
@@ -206,7 +229,7 @@ class BertAttention(nn.Cell):
     def __init__(self, config: BertConfig, backend: Backend = PORTABLE):
         super().__init__()
         setattr(self, "self", BertSelfAttention(config, backend))  # HF's parameter names: attention.self.query
-        self.output = BertSelfOutput(config)
+        self.output = BertSelfOutput(config, backend)
 
     def construct(self, hidden, mask_add):
         context, scores = self.self(hidden, mask_add)
@@ -218,7 +241,7 @@ class BertIntermediate(nn.Cell):
 
     def __init__(self, config: BertConfig, backend: Backend = PORTABLE):
         super().__init__()
-        self.dense = dense_layer(config, config.hidden_size, config.intermediate_size)
+        self.dense = dense_layer(config, config.hidden_size, config.intermediate_size, backend)
         self.act = activation(config.hidden_act, backend)
 
     def construct(self, hidden):
@@ -228,8 +251,8 @@ class BertIntermediate(nn.Cell):
 class BertOutput(_DenseResidualNorm):
     """Feed-forward contraction I -> H, dropout, residual add and LayerNorm."""
 
-    def __init__(self, config: BertConfig):
-        super().__init__(config, config.intermediate_size)
+    def __init__(self, config: BertConfig, backend: Backend = PORTABLE):
+        super().__init__(config, config.intermediate_size, backend)
 
 
 class BertLayer(nn.Cell):
@@ -239,7 +262,7 @@ class BertLayer(nn.Cell):
         super().__init__()
         self.attention = BertAttention(config, backend)
         self.intermediate = BertIntermediate(config, backend)
-        self.output = BertOutput(config)
+        self.output = BertOutput(config, backend)
 
     def construct(self, hidden, mask_add):
         attended, scores = self.attention(hidden, mask_add)

@@ -26,6 +26,7 @@ from src.config import DataConfig, StageConfig
 from src.data.dataset import Batch, create_tinybert_dataset
 from src.distill.loss import LossOutput
 from src.infra.backend import Backend
+from src.metrics import IGNORE_INDEX
 from src.training.checkpoints import StageCheckpoints, weights_digest
 from src.training.evaluation import Evaluator
 from src.training.manifest import Manifest, Position
@@ -63,6 +64,8 @@ class Stage:
     logit_collector: Optional[Any] = None
     progress: bool = True
     manifest_fields: Dict[str, Any] = field(default_factory=dict)  # e.g. layer_map, full_config, teacher_logits
+    barrier: Optional[Any] = None  # data parallel: called when the stage is finished (Runtime.barrier)
+    rank_mean: Optional[Any] = None  # data parallel: mean over the ranks (Runtime.rank_mean), for logged losses
 
     @property
     def is_main(self) -> bool:
@@ -70,13 +73,39 @@ class Stage:
 
 
 def _dataset(stage: Stage, epoch: int, skip_batches: int = 0):
-    dataset = create_tinybert_dataset(list(stage.data.train_files), list(stage.columns), stage.stage.batch_size,
-                                      stage.data.seq_length, dataset_type=stage.data.dataset_type,
+    """The epoch's global batches: batch_size x world_size rows each, the same on every rank (same files, seed and
+    length buckets), so every rank takes the same number of steps at the same lengths."""
+    dataset = create_tinybert_dataset(list(stage.data.train_files), list(stage.columns),
+                                      stage.stage.batch_size * stage.world_size, stage.data.seq_length,
+                                      dataset_type=stage.data.dataset_type,
                                       schema_file=stage.data.schema_file or None, shuffle=stage.data.shuffle,
-                                      seed=stage.data_seed + epoch, num_shards=stage.world_size,
-                                      shard_id=stage.rank, drop_remainder=True,
+                                      seed=stage.data_seed + epoch, drop_remainder=True,
                                       bucket_boundaries=list(stage.data.bucket_boundaries) or None)
     return dataset.skip(skip_batches) if skip_batches else dataset
+
+
+def loss_normalizers(global_batch: Batch, world_size: int) -> np.ndarray:
+    """[3] float32 of the global batch / world_size: real tokens, real (query, key) pairs per head, scored labels
+    (what DistillLoss divides its masked means by, so that the ranks' mean is the global batch's loss)."""
+    lengths = np.asarray(global_batch.input_mask).astype(np.float64).sum(axis=1)
+    labels = np.asarray(global_batch.label_ids) if global_batch.label_ids is not None else None
+    scored = float((labels != IGNORE_INDEX).sum()) if labels is not None else float(len(lengths))
+    return (np.array([lengths.sum(), (lengths ** 2).sum(), scored]) / world_size).astype(np.float32)
+
+
+def _rank_batches(stage: Stage, epoch: int, skip: int):
+    """(this rank's Batch, normalizers or None) for each step of the epoch from batch `skip` on. One device: the
+    loader's batches. Data parallel: rows [rank * B, (rank + 1) * B) of each global batch."""
+    dataset = _dataset(stage, epoch, skip)
+    if stage.world_size == 1:
+        for columns in dataset.create_tuple_iterator(num_epochs=1):
+            yield Batch(*columns), None
+        return
+    lo, hi = stage.rank * stage.stage.batch_size, (stage.rank + 1) * stage.stage.batch_size
+    for columns in dataset.create_tuple_iterator(num_epochs=1, output_numpy=True):
+        whole = Batch(*columns)
+        yield Batch(*(ms.Tensor(np.ascontiguousarray(c[lo:hi])) for c in columns)), \
+            ms.Tensor(loss_normalizers(whole, stage.world_size))
 
 
 def _start_manifest(stage: Stage, steps_per_epoch: int, total_steps: int,
@@ -124,6 +153,8 @@ def run_stage(stage: Stage, resume_from: Optional[Manifest] = None) -> Manifest:
     manifest.student_sha256 = weights_digest(stage.student)
     if stage.is_main:
         manifest.write(stage.run_dir)
+    if stage.barrier is not None:
+        stage.barrier()  # the next stage, on every rank, reads what rank 0 wrote
     return manifest
 
 
@@ -155,7 +186,7 @@ class _Loop:
         self.window = TrainWindow()
         self.run_start, self.run_start_step = time.time(), manifest.step
         self.last_saved = manifest.step  # periodic saves count from the last save (an epoch's end included)
-        self.dummy_labels = None
+        self.dummy_labels = self.placeholder = None
         self.bar = None
 
     def run(self) -> None:
@@ -187,8 +218,8 @@ class _Loop:
     def _epoch(self) -> None:
         manifest, total = self.manifest, self.manifest.total_steps
         epoch, skip = manifest.position.epoch, manifest.position.batch
-        for columns in _dataset(self.stage, epoch, skip).create_tuple_iterator(num_epochs=1):
-            self._train(Batch(*columns))
+        for batch, normalizers in _rank_batches(self.stage, epoch, skip):
+            self._train(batch, normalizers)
             self._after_step()
             if manifest.step >= total:
                 break
@@ -201,12 +232,16 @@ class _Loop:
                 self._evaluate()
             self._save()
 
-    def _train(self, batch: Batch) -> None:
+    def _train(self, batch: Batch, normalizers=None) -> None:
         if batch.label_ids is None:  # GD: no labels; the loss Cell takes a placeholder it does not read
             if self.dummy_labels is None:
                 self.dummy_labels = ms.Tensor(np.zeros((batch.input_ids.shape[0],), np.int32))
             batch = batch._replace(label_ids=self.dummy_labels)
-        args = batch if batch.teacher_logits is not None else batch[:4]
+        args = tuple(batch) if batch.teacher_logits is not None else tuple(batch[:4])
+        if normalizers is not None:  # data parallel: the global batch's counts (see loss_normalizers)
+            if len(args) == 4:
+                args += (self._no_logits(),)
+            args += (normalizers,)
         outputs, finite, norm, _ = self.step.step(*args)
         out = LossOutput(*outputs)
         if self.stage.logit_collector is not None:
@@ -221,6 +256,11 @@ class _Loop:
         else:
             manifest.overflow_steps += 1
 
+    def _no_logits(self):
+        if self.placeholder is None:
+            self.placeholder = ms.Tensor(np.zeros((1,), np.float32))
+        return self.placeholder
+
     def _after_step(self) -> None:
         stage, manifest, done = self.stage, self.manifest, self.manifest.step
         self.bar.update(1)
@@ -228,6 +268,8 @@ class _Loop:
             self.bar.set_postfix(loss=f"{self.window.mean_loss():.4f}", scale=f"{self.step.loss_scale:g}",
                                  refresh=False)
         if done % stage.stage.log_steps == 0 and self.window.count:
+            if stage.rank_mean is not None:  # every rank logs the same: the global batch's loss terms
+                self.window.sums = stage.rank_mean(self.window.sums)
             per_step = (time.time() - self.run_start) / max(done - self.run_start_step, 1)
             self.log.append(self.window.row(
                 stage.name, done, manifest.position.epoch, manifest.total_steps,

@@ -42,8 +42,13 @@ def _backend(cfg: Any, runtime: Runtime) -> Backend:
 
 
 def _stage(cfg: Any, runtime: Runtime, backend: Backend, progress: bool, **fields: Any) -> Stage:
-    """A Stage with what every stage takes from the run config and the runtime."""
+    """A Stage with what every stage takes from the run config and the runtime. Data parallel: only rank 0
+    evaluates (it alone writes metrics and best.ckpt)."""
+    if not runtime.is_main:
+        fields["evaluator"] = None
     return Stage(backend=backend, graph=runtime.graph, rank=runtime.rank, world_size=runtime.world_size,
+                 barrier=runtime.barrier if runtime.distributed else None,
+                 rank_mean=runtime.rank_mean if runtime.distributed else None,
                  data_seed=cfg.run.data_seed, async_checkpoints=cfg.run.async_checkpoints, progress=progress,
                  params=fields["loss_net"].optimizer_params(), **fields)
 
