@@ -2,6 +2,8 @@
 
     python export.py --checkpoint runs/sst2/student.ckpt --file_format MINDIR --file_name deploy/student \\
         [--batch_size 1] [--seq_length 128] [--dynamic_batch] [--device_target CPU] [--device_id 0]
+    python export.py --ckpt_file X.ckpt --file_name Y --file_format MINDIR [--config_path td_config/sst2.yaml]
+        (the model zoo's form: batch 32 unless --batch_size says otherwise)
 
 Writes `<file_name>.mindir|.onnx|.air` and `<that file>.json` (shapes, head, config, source checkpoint,
 GELU formulation, export check). The checkpoint is loaded strictly from its `.json` sidecar, so the head
@@ -9,7 +11,7 @@ GELU formulation, export check). The checkpoint is loaded strictly from its `.js
 once against the MindSpore network before it is kept (--no_verify skips that).
 
 ONNX and exact GELU: MindSpore cannot write ONNX Erf, so exact-GELU models are exported with a marker op
-that is rewritten to a real ONNX Erf node (exact, not the tanh approximation). See src/ship/export.py.
+that is rewritten to a real ONNX Erf node (exact, not the tanh approximation). See src/ship/onnx.py.
 Exit status: 0 on success, 1 on an export error, 2 on a usage error; errors are one line on stderr.
 """
 import argparse
@@ -33,13 +35,21 @@ class _OneLineParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(description="Export a TinyBERT/BERT task checkpoint to MINDIR, ONNX or AIR.")
-    parser.add_argument("--checkpoint", required=True, help="checkpoint (.ckpt with its .json sidecar)")
+    parser.add_argument("--checkpoint", help="checkpoint (.ckpt with its .json sidecar)")
+    parser.add_argument("--ckpt_file", help="the model zoo's name of --checkpoint (then --batch_size defaults to the "
+                                           "zoo's 32)")
+    parser.add_argument("--config_path", "--td_config", dest="config_path",
+                        help="a task-distillation YAML (ours, or the zoo's td_config_<task>.yaml name): its "
+                             "data.seq_length is the default --seq_length and its task.num_labels must match the "
+                             "checkpoint's head")
     parser.add_argument("--file_format", required=True, help="MINDIR, ONNX or AIR (AIR needs Ascend + CANN)")
     parser.add_argument("--file_name", required=True,
                         help="output path; the extension (.mindir/.onnx/.air) is added if missing")
-    parser.add_argument("--batch_size", type=int, default=1, help="input batch size (default 1)")
-    parser.add_argument("--seq_length", type=int, default=128,
-                        help="input sequence length, at most the model's max_position_embeddings (default 128)")
+    parser.add_argument("--batch_size", type=int, default=None,
+                        help="input batch size (default 1; 32 with the zoo's --ckpt_file)")
+    parser.add_argument("--seq_length", type=int, default=None,
+                        help="input sequence length, at most the model's max_position_embeddings (default: "
+                             "data.seq_length of --config_path, else 128)")
     parser.add_argument("--dynamic_batch", action="store_true",
                         help="leave the batch dimension free (MINDIR only)")
     parser.add_argument("--device_target", default="CPU", choices=["CPU", "GPU", "Ascend"],
@@ -82,6 +92,37 @@ def describe(path: str, meta: dict) -> str:
     return "\n".join(lines)
 
 
+ZOO_BATCH_SIZE = 32  # the model zoo's export.py and preprocess.py batch (DEFAULT_BS)
+
+
+def resolve_inputs(args) -> tuple:
+    """(checkpoint, batch size, sequence length) from ours or the model zoo's flags (--ckpt_file, --config_path)."""
+    from src.config import ConfigError, load_config  # pylint: disable=import-outside-toplevel
+    from src.model.checkpoint import read_metadata  # pylint: disable=import-outside-toplevel
+    from src.training.zoo_flags import resolve_config_path  # pylint: disable=import-outside-toplevel
+
+    if bool(args.checkpoint) == bool(args.ckpt_file):
+        raise ConfigError("give the checkpoint once: --checkpoint (or the model zoo's --ckpt_file)")
+    flag, checkpoint = ("--checkpoint", args.checkpoint) if args.checkpoint else ("--ckpt_file", args.ckpt_file)
+    if not os.path.isfile(checkpoint):
+        raise FileNotFoundError(f"{flag}: file not found: {checkpoint}")
+    if not os.path.isfile(os.path.splitext(checkpoint)[0] + ".json"):
+        raise ConfigError(f"{flag} {checkpoint}: no .json config beside it; a model-zoo checkpoint must be converted "
+                          f"first: python scripts/convert_checkpoint.py zoo --input {checkpoint} --preset "
+                          f"ms-zoo-tinybert-4l-384 --output OUT.ckpt (see README, Checkpoints and converters)")
+    seq_length = args.seq_length
+    if args.config_path:
+        cfg = load_config(resolve_config_path(args.config_path), kind="td")
+        head = read_metadata(checkpoint).get("head") or {}
+        expected = 1 if cfg.task.type == "regression" else cfg.task.num_labels
+        if "num_labels" in head and int(head["num_labels"]) != expected:
+            raise ConfigError(f"--config_path {args.config_path}: task.num_labels is {expected}, but {checkpoint} "
+                              f"has {head['num_labels']} labels")
+        seq_length = seq_length or cfg.data.seq_length
+    batch_size = args.batch_size or (ZOO_BATCH_SIZE if args.ckpt_file else 1)
+    return checkpoint, batch_size, seq_length or 128
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
@@ -102,11 +143,9 @@ def main(argv=None) -> int:
             raise ExportError(f"--device_target {args.device_target}: MindSpore cannot use it here "
                               f"({str(err).splitlines()[0]})") from None
         check_request(args.file_format, args.dynamic_batch)  # format, AIR off Ascend, dynamic batch
-        if not os.path.isfile(args.checkpoint):
-            raise FileNotFoundError(f"--checkpoint: file not found: {args.checkpoint}")
-        path = export_checkpoint(args.checkpoint, args.file_format, args.file_name, batch_size=args.batch_size,
-                                 seq_length=args.seq_length, dynamic_batch=args.dynamic_batch,
-                                 verify=not args.no_verify)
+        checkpoint, batch_size, seq_length = resolve_inputs(args)
+        path = export_checkpoint(checkpoint, args.file_format, args.file_name, batch_size=batch_size,
+                                 seq_length=seq_length, dynamic_batch=args.dynamic_batch, verify=not args.no_verify)
     except (ExportError, CheckpointError, ConfigError, FileNotFoundError, ValueError) as err:
         # Our messages may list several problems on indented lines: keep them all, on one line.
         message = "; ".join(line.strip() for line in str(err).splitlines() if line.strip())

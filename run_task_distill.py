@@ -18,36 +18,38 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 
-from src.training.cli import add_common_flags, finish, load_for_run  # noqa: E402
+from src.training.cli import add_common_flags, finish, load_for_run, modelarts_sync  # noqa: E402
 
 PHASES = ("finetune", "1", "2", "both", "eval")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="td_config/sst2.yaml", help="TD config YAML")
-    parser.add_argument("--phase", choices=PHASES, default="both", help="what to run (default: both)")
+    parser.add_argument("--config", default=None, help="TD config YAML (default: td_config/sst2.yaml)")
+    parser.add_argument("--phase", choices=PHASES, default=None, help="what to run (default: both)")
     parser.add_argument("--target", choices=("teacher", "student"), default="teacher",
                         help="--phase finetune: train the teacher (default) or the labels-only student baseline")
     parser.add_argument("--checkpoint", default="",
                         help="--phase eval: a .ckpt or a run directory (default: OUT/phase2)")
-    add_common_flags(parser)
-    args, overrides = parser.parse_known_args(argv)
-    cfg, runtime = load_for_run(args, overrides, "td")
-    if runtime.distributed:
-        sys.exit("error: task distillation runs on one device (as in the paper and the model zoo); "
-                 "launch it without msrun/mpirun/rank table")
+    add_common_flags(parser, "td")
+    args, extra = parser.parse_known_args(argv)
+    cfg, runtime, zoo = load_for_run(args, extra, "td", "td_config/sst2.yaml")
+    zoo_phase = None if zoo.do_train is None else ("both" if zoo.do_train else "eval")
+    if args.phase and zoo_phase and args.phase != zoo_phase:
+        sys.exit(f"error: --phase {args.phase} contradicts the model zoo's --do_train={str(zoo.do_train).lower()} "
+                 f"(= --phase {zoo_phase}); give one of them")
+    args.phase = args.phase or zoo_phase or "both"
+    args.checkpoint = args.checkpoint or zoo.eval_checkpoint
     from src.training import stages  # pylint: disable=import-outside-toplevel
     from src.training.networks import stage_dirs  # pylint: disable=import-outside-toplevel
     from src.config import ConfigError  # pylint: disable=import-outside-toplevel
     from src.training.manifest import RunDirError  # pylint: disable=import-outside-toplevel
     from src.infra import runtime as rt  # pylint: disable=import-outside-toplevel
-    from src.infra.modelarts import ModelArtsSync  # pylint: disable=import-outside-toplevel
 
     common = dict(overwrite=args.overwrite, progress=not args.no_progress)
     dirs = stage_dirs(cfg)
     try:
-        with ModelArtsSync(cfg.run), rt.profiling(cfg.run, runtime.rank):
+        with modelarts_sync(zoo, cfg), rt.profiling(cfg.run, runtime.rank):
             if args.phase == "eval":
                 result = stages.run_eval(cfg, args.checkpoint or dirs["phase2"])
                 print(json.dumps(result, indent=2))

@@ -15,8 +15,9 @@ cd "$(dirname "$0")/.."
 WORKER_NUM=$1
 shift
 PYTHON=${PYTHON:-python}
+TRAIN_SCRIPT=${TRAIN_SCRIPT:-run_general_distill.py}  # scripts/run_distributed_td_*.sh: run_task_distill.py
 LAUNCH=(msrun)
 command -v msrun >/dev/null || LAUNCH=("$PYTHON" -m mindspore.parallel.cluster.run)
 "${LAUNCH[@]}" --worker_num="$WORKER_NUM" --local_worker_num="$WORKER_NUM" --master_addr=127.0.0.1 \
   --master_port="${MASTER_PORT:-8118}" --log_dir="${LOG_DIR:-logs/gd_msrun}" --join=True --cluster_time_out=300 \
-  run_general_distill.py "$@"
+  "$TRAIN_SCRIPT" "$@"

@@ -2,6 +2,8 @@
 # Offline inference of an exported TinyBERT on Ascend 310/310P: preprocess.py -> ascend310_infer (C++) -> postprocess.py.
 #
 #   bash scripts/run_infer_310.sh MINDIR DATA_FILE TASK_TYPE [DEVICE_ID] [preprocess.py flags ...]
+#   bash scripts/run_infer_310.sh MINDIR DATASET_PATH SCHEMA_DIR DATASET_TYPE TASK_NAME ASSESSMENT_METHOD y|n [DEVICE_ID]
+#                                 (the model zoo's form, told apart by its 7th argument y or n)
 #   bash scripts/run_infer_310.sh deploy/sst2.mindir data/sst2/dev.mindrecord classification 0
 #   bash scripts/run_infer_310.sh deploy/cluener.mindir data/cluener/dev.mindrecord ner 0 --labels_file data/cluener/labels.json
 #
@@ -23,18 +25,44 @@
 set -euo pipefail
 
 usage() {
-  sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 1
 }
 [ $# -ge 3 ] || usage
-mindir=$1
-data_file=$2
-task_type=$3
-shift 3
-device_id=0
-if [ $# -gt 0 ] && [[ $1 =~ ^[0-9]+$ ]]; then
-  device_id=$1
-  shift
+need_preprocess=y
+if [ $# -ge 7 ] && [ $# -le 8 ] && [[ $7 == y || $7 == n ]]; then
+  # The model zoo's form: MINDIR DATASET_PATH SCHEMA_DIR DATASET_TYPE TASK_NAME ASSESSMENT_METHOD NEED_PREPROCESS
+  # [DEVICE_ID]. DATASET_PATH may be a folder (its record files, as in the zoo); TASK_NAME CLUENER is NER.
+  mindir=$1; data_file=$2; zoo_schema=$3; zoo_type=$4; zoo_task=$5; zoo_method=$6; need_preprocess=$7
+  device_id=${8:-0}
+  case "$zoo_task" in
+    CLUENER) task_type=ner ;;
+    SST-2|QNLI|MNLI|TNEWS) task_type=classification ;;
+    *) echo "error: TASK_NAME '$zoo_task'; expected SST-2, QNLI, MNLI, TNEWS or CLUENER" >&2; exit 1 ;;
+  esac
+  case "$zoo_method" in
+    accuracy|mf1) metric=accuracy ;;
+    bf1) metric=f1 ;;
+    *) echo "error: ASSESSMENT_METHOD '$zoo_method'; expected accuracy, bf1 or mf1" >&2; exit 1 ;;
+  esac
+  [ "$task_type" = ner ] && metric=entity_f1
+  if [ -d "$data_file" ]; then
+    data_file=$(find "$data_file" -maxdepth 1 -type f -name '*record*' ! -name '*.db' ! -name '*.json' | sort | head -n 1)
+    [ -n "$data_file" ] || { echo "error: DATASET_PATH '$2' holds no record file" >&2; exit 1; }
+  fi
+  zoo_flags=(--dataset_type "$zoo_type" --metric "$metric")
+  [ -n "$zoo_schema" ] && [ -f "$zoo_schema" ] && zoo_flags+=(--schema_file "$zoo_schema")
+  set -- "${zoo_flags[@]}"
+else
+  mindir=$1
+  data_file=$2
+  task_type=$3
+  shift 3
+  device_id=0
+  if [ $# -gt 0 ] && [[ $1 =~ ^[0-9]+$ ]]; then
+    device_id=$1
+    shift
+  fi
 fi
 [ -f "$mindir" ] || { echo "error: MINDIR '$mindir' does not exist" >&2; exit 1; }
 case "$task_type" in
@@ -78,9 +106,14 @@ elif [ "$runner" != "cpu" ]; then
   exit 1
 fi
 
-echo "== preprocess: $data_file -> $out/preprocess_Result"
-"$py" "$root/preprocess.py" --eval_data_file "$data_file" --task_type "$task_type" --model_file "$mindir" \
-  --result_path "$out/preprocess_Result" "$@"
+if [ "$need_preprocess" = y ]; then
+  echo "== preprocess: $data_file -> $out/preprocess_Result"
+  "$py" "$root/preprocess.py" --eval_data_file "$data_file" --task_type "$task_type" --model_file "$mindir" \
+    --result_path "$out/preprocess_Result" "$@"
+elif [ ! -f "$out/preprocess_Result/meta.json" ]; then
+  echo "error: NEED_PREPROCESS n, but $out/preprocess_Result holds no preprocess.py output (meta.json)" >&2
+  exit 1
+fi
 
 rm -rf "$out/result_Files"
 if [ "$runner" = "ascend" ]; then

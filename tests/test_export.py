@@ -394,3 +394,28 @@ def test_cli_errors_are_one_line(gelu_config, store, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["--file_format", "MINDIR"])
     assert exit_info.value.code == 2
+
+
+def test_cli_takes_the_model_zoo_flags(gelu_config, store, tmp_path, capsys):
+    """export.py --ckpt_file X --file_name Y --file_format MINDIR [--config_path/--td_config]: the zoo's batch 32,
+    the YAML's seq_length; its num_labels must match the checkpoint's head."""
+    sys.path.insert(0, ROOT)
+    import export as cli  # the top-level export.py
+
+    ckpt = trained_checkpoint(store, gelu_config)
+    config = tmp_path / "td.yaml"
+    config.write_text("task:\n  name: X\n  num_labels: 3\ndata:\n  seq_length: 32\n")
+    assert cli.main(["--ckpt_file", ckpt, "--file_name", str(tmp_path / "zoo"), "--file_format", "MINDIR",
+                     "--config_path", str(config), "--device_target", "CPU", "--device_id", "0"]) == 0
+    meta = json.loads((tmp_path / "zoo.mindir.json").read_text())
+    assert meta["inputs"][0]["shape"] == [32, 32], meta["inputs"]
+    config.write_text("task:\n  name: X\n  num_labels: 2\ndata:\n  seq_length: 32\n")
+    assert cli.main(["--ckpt_file", ckpt, "--file_name", "x", "--file_format", "MINDIR", "--td_config",
+                     str(config)]) == 1
+    assert "task.num_labels is 2, but" in capsys.readouterr().err
+    assert cli.main(["--ckpt_file", ckpt, "--checkpoint", ckpt, "--file_name", "x", "--file_format", "MINDIR"]) == 1
+    assert "give the checkpoint once" in capsys.readouterr().err
+    bare = tmp_path / "zoo_released.ckpt"  # a zoo checkpoint: no .json sidecar
+    bare.write_bytes(open(ckpt, "rb").read())
+    assert cli.main(["--ckpt_file", str(bare), "--file_name", "x", "--file_format", "MINDIR"]) == 1
+    assert "python scripts/convert_checkpoint.py zoo --input" in capsys.readouterr().err

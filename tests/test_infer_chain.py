@@ -155,6 +155,18 @@ def test_classification_chain_matches_checkpoint_metric(tiny_config, tmp_path, m
     out = run("scripts/run_infer_310.sh", mindir, summary.files[0], "classification", cwd=tmp_path, env=env)
     assert f"accuracy: {expected['score']:.6f} (37 examples, 5 batches)" in open(tmp_path / "sh" / "acc.log").read()
     assert json.load(open(tmp_path / "sh" / "metric.json"))["score"] == expected["score"]
+    # The model zoo's eight arguments: MINDIR DATASET_PATH (a folder) SCHEMA_DIR DATASET_TYPE TASK_NAME
+    # ASSESSMENT_METHOD NEED_PREPROCESS DEVICE_ID; then n reuses the preprocessed batches.
+    env = dict(env, INFER_OUTPUT_DIR=str(tmp_path / "zoo"))
+    folder = os.path.dirname(summary.files[0])
+    for need in ("y", "n"):
+        out = run("scripts/run_infer_310.sh", mindir, folder, "", "mindrecord", "SST-2", "accuracy", need, "0",
+                  cwd=tmp_path, env=env)
+        assert ("== preprocess" in out.stdout) == (need == "y")
+        assert json.load(open(tmp_path / "zoo" / "metric.json"))["score"] == expected["score"]
+    proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "run_infer_310.sh"), mindir, folder, "", "mindrecord",
+                           "COLA", "accuracy", "y"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert proc.returncode == 1 and "TASK_NAME 'COLA'; expected SST-2, QNLI, MNLI, TNEWS or CLUENER" in proc.stderr
 
 
 @pytest.mark.slow

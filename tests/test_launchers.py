@@ -34,10 +34,18 @@ def records(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def rank_table(path, devices):
+    """A rank table in the format hccl_tools.py writes (version 1.0, one server)."""
+    path.write_text(json.dumps({
+        "version": "1.0", "server_count": "1", "status": "completed",
+        "server_list": [{"server_id": "10.0.0.1", "host_nic_ip": "reserve", "device": [
+            {"device_id": str(i), "device_ip": f"192.98.{i}.10", "rank_id": str(i)} for i in range(devices)]}]}))
+    return path
+
+
 def test_ascend_launcher_sets_rank_environment_and_passes_arguments(tmp_path):
     folder = fake_bin(tmp_path, ["python"])
-    table = tmp_path / "hccl_2p.json"
-    table.write_text("{}")
+    table = rank_table(tmp_path / "hccl_2p.json", 2)
     record = tmp_path / "calls.jsonl"
     env = dict(os.environ, PATH=f"{folder}:{os.environ['PATH']}", RECORD=str(record), LOG_DIR=str(tmp_path / "logs"))
     subprocess.run(["bash", os.path.join(ROOT, "scripts", "run_distributed_gd_ascend.sh"), "2", str(table),
@@ -56,6 +64,59 @@ def test_ascend_launcher_usage_and_missing_rank_table(tmp_path):
     assert proc.returncode == 2 and "RANK_SIZE RANK_TABLE_FILE" in proc.stderr
     proc = subprocess.run(["bash", script, "2", str(tmp_path / "missing.json")], capture_output=True, text=True)
     assert proc.returncode == 2 and "rank table not found" in proc.stderr
+
+
+def test_ascend_launcher_takes_the_model_zoo_form_and_checks_the_rank_table(tmp_path):
+    """bash scripts/run_distributed_gd_ascend.sh DEVICE_NUM EPOCH_SIZE RANK_TABLE_FILE [CONFIG] (DRY_RUN=1 prints
+    each rank's environment and command); a table listing another number of devices is refused."""
+    script = os.path.join(ROOT, "scripts", "run_distributed_gd_ascend.sh")
+    table = rank_table(tmp_path / "hccl_8p.json", 8)
+    env = dict(os.environ, DRY_RUN="1", LOG_DIR=str(tmp_path / "logs"))
+    proc = subprocess.run(["bash", script, "8", "3", str(table), "gd_config.yaml"], env=env, capture_output=True,
+                          text=True, check=True)
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 8
+    for rank, line in enumerate(lines):
+        assert line.startswith(f"rank {rank}: DEVICE_ID={rank} RANK_ID={rank} RANK_SIZE=8 RANK_TABLE_FILE={table}")
+        assert line.endswith("run_general_distill.py --run.device_target=Ascend --epoch_size=3 --device_num=8 "
+                             "--distribute=true --config_path=gd_config.yaml")
+    proc = subprocess.run(["bash", script, "4", "3", str(table)], env=env, capture_output=True, text=True)
+    assert proc.returncode == 2 and "lists 8 devices, but RANK_SIZE/DEVICE_NUM is 4" in proc.stderr
+    (tmp_path / "broken.json").write_text("{not json")
+    proc = subprocess.run(["bash", script, "2", str(tmp_path / "broken.json")], env=env, capture_output=True,
+                          text=True)
+    assert proc.returncode == 2 and "not valid JSON" in proc.stderr
+
+
+def test_gpu_launcher_takes_the_model_zoo_form(tmp_path):
+    script = os.path.join(ROOT, "scripts", "run_distributed_gd_gpu.sh")
+    env = dict(os.environ, DRY_RUN="1", LOG_DIR=str(tmp_path / "logs"), PYTHON="python3")
+    proc = subprocess.run(["bash", script, "8", "3", "/data/gd", "/data/schema.json", "/ckpt/teacher.ckpt",
+                           "gd_config.yaml"], env=env, capture_output=True, text=True, check=True)
+    assert proc.stdout.startswith("mpirun --allow-run-as-root -n 8 ")
+    assert proc.stdout.strip().endswith(
+        "python3 run_general_distill.py --run.device_target=GPU --epoch_size=3 --data_dir=/data/gd "
+        "--schema_dir=/data/schema.json --load_teacher_ckpt_path=/ckpt/teacher.ckpt --dataset_type=tfrecord "
+        "--device_num=8 --distribute=true --config_path=gd_config.yaml")
+    proc = subprocess.run(["bash", script, "8", "3", "/data/gd"], env=env, capture_output=True, text=True)
+    assert proc.returncode == 2 and "DEVICE_NUM EPOCH_SIZE DATA_DIR SCHEMA_DIR TEACHER_CKPT" in proc.stderr
+
+
+def test_standalone_td_takes_a_config_first_as_the_model_zoo(tmp_path):
+    """bash scripts/run_standalone_td.sh td_config/td_config_sst2.yaml: the zoo's YAML name, ours behind it."""
+    folder = fake_bin(tmp_path, ["python"])
+    record = tmp_path / "calls.jsonl"
+    env = dict(os.environ, PATH=f"{folder}:{os.environ['PATH']}", RECORD=str(record))
+    script = os.path.join(ROOT, "scripts", "run_standalone_td.sh")
+    subprocess.run(["bash", script, "td_config/td_config_sst2.yaml", "--task_name=SST-2"], env=env, check=True)
+    subprocess.run(["bash", script, "--config", "td_config/sst2.yaml", "--phase", "finetune"], env=env, check=True)
+    assert [c["argv"] for c in records(record)] == [
+        "run_task_distill.py --config_path=td_config/td_config_sst2.yaml --task_name=SST-2",
+        "run_task_distill.py --config td_config/sst2.yaml --phase finetune"]
+    from src.training.zoo_flags import resolve_config_path
+
+    assert resolve_config_path("td_config/td_config_sst2.yaml") == os.path.join(ROOT, "td_config", "sst2.yaml")
+    assert resolve_config_path("../../gd_config.yaml") == os.path.join(ROOT, "gd_config.yaml")  # zoo's default
 
 
 def test_gpu_launcher_uses_mpirun(tmp_path):
@@ -99,13 +160,30 @@ def test_modelarts_adapter_with_a_fake_moxing(tmp_path, monkeypatch):
                     train_url="obs://bucket/out", output_dir=str(tmp_path / "out"))
     with ModelArtsSync(run, LocalEnv(0, 0, 1), cache_root=str(tmp_path / "cache")):
         assert copies == [("obs://bucket/data", str(tmp_path / "cache" / "data")),
-                          ("obs://bucket/ckpt", str(tmp_path / "cache" / "checkpoint"))]
+                          ("obs://bucket/ckpt", str(tmp_path / "cache" / "checkpoint")),
+                          ("obs://bucket/out", str(tmp_path / "out"))]  # an earlier attempt's outputs (resume)
     assert copies[-1] == (str(tmp_path / "out"), "obs://bucket/out")
-    # Rank 1 uploads nothing.
+    assert (tmp_path / "out" / "logs" / "rank_0.log").is_file()
+    # Rank 1 (second device of the node) copies nothing in (the first one did) and uploads nothing.
     copies.clear()
     with ModelArtsSync(run, LocalEnv(1, 1, 2), cache_root=str(tmp_path / "cache")):
         pass
     assert copies == []
+
+
+def test_modelarts_failed_copy_fails_the_waiting_devices_instead_of_hanging(tmp_path, monkeypatch):
+    def copy_parallel(src_url, dst_url):
+        raise OSError(f"OBS says no: {src_url}")
+
+    fake = types.ModuleType("moxing")
+    fake.file = types.SimpleNamespace(copy_parallel=copy_parallel)
+    monkeypatch.setitem(sys.modules, "moxing", fake)
+    run = RunConfig(enable_modelarts=True, data_url="obs://bucket/data", output_dir=str(tmp_path / "out"))
+    cache = str(tmp_path / "cache")
+    with pytest.raises(OSError, match="OBS says no"):
+        ModelArtsSync(run, LocalEnv(0, 0, 2), cache_root=cache).download()
+    with pytest.raises(RuntimeError, match="the node's first device failed to copy the inputs: OSError: OBS says no"):
+        ModelArtsSync(run, LocalEnv(1, 1, 2), cache_root=cache).download()
 
 
 def test_modelarts_disabled_never_imports_moxing(monkeypatch):
@@ -131,3 +209,18 @@ def test_plot_metrics(tmp_path):
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "plot_metrics.py"), str(run_dir),
                            "--output", str(out)], capture_output=True, text=True)
     assert proc.returncode != 0 and "metrics.jsonl:2: not a JSON object" in proc.stderr
+
+
+def test_task_distillation_launchers_start_run_task_distill(tmp_path):
+    table = rank_table(tmp_path / "hccl_2p.json", 2)
+    env = dict(os.environ, DRY_RUN="1", LOG_DIR=str(tmp_path / "logs"), PYTHON="python3")
+    proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "run_distributed_td_ascend.sh"), "2", str(table),
+                           "--config", "td_config/sst2.yaml", "--phase", "both"], env=env, capture_output=True,
+                          text=True, check=True)
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2 and all(l.endswith("python3 run_task_distill.py --run.device_target=Ascend --config "
+                                              "td_config/sst2.yaml --phase both") for l in lines), lines
+    proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "run_distributed_td_gpu.sh"), "4", "--config",
+                           "td_config/sst2.yaml"], env=env, capture_output=True, text=True, check=True)
+    assert proc.stdout.strip().endswith("python3 run_task_distill.py --run.device_target=GPU --config "
+                                        "td_config/sst2.yaml")

@@ -124,15 +124,42 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_gd_data_parallel_two_workers_with_msrun(gd_setup, tmp_path):
-    """msrun on CPU (MCCL): both workers finish with identical weights; only rank 0 writes the run directory."""
-    out = tmp_path / "dp"
-    config = gd_config(gd_setup, out, batch_size=4, epochs=1)
-    log_dir = tmp_path / "msrun_log"
+def msrun(args, tmp_path, name):
+    """`args` on 2 msrun workers on this CPU (MCCL); returns the folder of the workers' logs."""
+    log_dir = tmp_path / f"{name}_msrun_log"
     run(["-m", "mindspore.parallel.cluster.run", "--worker_num=2", "--local_worker_num=2",
-         f"--master_port={free_port()}", f"--log_dir={log_dir}", "--join=True", "--cluster_time_out=120",
-         os.path.join(ROOT, "run_general_distill.py"), "--config", config, "--no_progress"], cwd=tmp_path)
+         f"--master_port={free_port()}", f"--log_dir={log_dir}", "--join=True", "--cluster_time_out=300", *args],
+        cwd=tmp_path)
+    return log_dir
+
+
+def train_losses(run_dir, key="loss"):
+    return [r[key] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+            if r["type"] == "train"]
+
+
+def assert_same_training(one, two, loss_keys=("loss",)):
+    """Run directories `one` (1 worker, batch 2B) and `two` (2 workers, batch B): the same steps, the same loss at
+    every step and the same final weights, within fp32 tolerance."""
+    for key in loss_keys:
+        a, b = train_losses(one, key), train_losses(two, key)
+        assert len(a) == len(b) > 0, (key, len(a), len(b))
+        np.testing.assert_allclose(b, a, rtol=2e-4, atol=1e-5, err_msg=f"{two}: {key}")
+    a, b = weights(str(one / "last.ckpt")), weights(str(two / "last.ckpt"))
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_allclose(b[name], a[name], rtol=1e-3, atol=2e-5, err_msg=f"{two}: {name}")
+
+
+@pytest.mark.slow
+def test_gd_data_parallel_two_workers_equal_one_worker_with_the_doubled_batch(gd_setup, tmp_path):
+    """msrun on CPU (MCCL): 2 workers with batch 4 train exactly like 1 worker with batch 8 (same global batches,
+    losses normalised over the global batch); both workers end with identical weights; only rank 0 writes."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    run([os.path.join(ROOT, "run_general_distill.py"), "--config",
+         gd_config(gd_setup, one, batch_size=8, epochs=1, log_steps=1), "--no_progress"], cwd=tmp_path)
+    log_dir = msrun([os.path.join(ROOT, "run_general_distill.py"), "--config",
+                     gd_config(gd_setup, two, batch_size=4, epochs=1, log_steps=1), "--no_progress"], tmp_path, "gd")
     digests = {}
     for rank in (0, 1):
         text = (log_dir / f"worker_{rank}.log").read_text()
@@ -140,11 +167,13 @@ def test_gd_data_parallel_two_workers_with_msrun(gd_setup, tmp_path):
         digests[rank] = line.split()[-1]
         assert f"rank {rank}/2" in line
     assert digests[0] == digests[1]
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((two / "manifest.json").read_text())
     assert manifest["world_size"] == 2 and manifest["status"] == "finished"
-    last = weights(str(out / "last.ckpt"))
+    assert manifest["total_steps"] == json.loads((one / "manifest.json").read_text())["total_steps"]
+    last = weights(str(two / "last.ckpt"))
     digest = hashlib.sha256(b"".join(last[n].tobytes() for n in sorted(last))).hexdigest()
     assert digest == digests[0]
+    assert_same_training(one, two)
 
 
 @pytest.fixture(scope="module")
@@ -218,6 +247,34 @@ def test_task_distillation_pipeline(sst2_records, tmp_path):
     assert result["score"] == pytest.approx(phase2["metrics"]["best"]["score"])
     proc = run([script, "--config", config, "--phase", "both", "--no_progress"], cwd=tmp_path)
     assert proc.stderr.count("finished earlier") == 2
+
+
+@pytest.mark.slow
+def test_task_distillation_data_parallel_two_workers_equal_one_worker_with_the_doubled_batch(sst2_records,
+                                                                                              tmp_path):
+    """Fine-tuning, phase 1 and phase 2 (stored teacher logits) and the evaluation on 2 msrun workers with batch 8
+    train like 1 worker with batch 16: same loss at every step, same final weights; rank 0 alone evaluates and
+    writes; every stage's manifest says world_size 2."""
+    script = os.path.join(ROOT, "run_task_distill.py")
+    one, two = tmp_path / "one", tmp_path / "two"
+    small = ["--td.finetune.epochs=1", "--td.phase1.epochs=1", "--td.phase2.epochs=1", "--td.finetune.log_steps=1",
+             "--td.phase1.log_steps=1", "--td.phase2.log_steps=1", "--data.bucket_boundaries=[16]"]
+    config = td_config(sst2_records, one)
+    for phase in ("finetune", "both"):
+        run([script, "--config", config, "--phase", phase, "--no_progress", *small], cwd=tmp_path)
+    halves = [f"--td.{s}.batch_size=8" for s in ("finetune", "phase1", "phase2")]
+    config = td_config(sst2_records, two)
+    for phase in ("finetune", "both"):
+        msrun([script, "--config", config, "--phase", phase, "--no_progress", *small, *halves], tmp_path, phase)
+    assert_same_training(one / "teacher", two / "teacher")
+    assert_same_training(one / "phase1", two / "phase1")
+    assert_same_training(one / "phase2", two / "phase2", loss_keys=("loss", "prediction"))
+    for stage in ("teacher", "phase1", "phase2"):
+        assert json.loads((two / stage / "manifest.json").read_text())["world_size"] == 2
+    best = [json.loads((out / "phase2" / "manifest.json").read_text())["metrics"]["best"] for out in (one, two)]
+    assert best[1]["sets"]["dev"]["examples"] == 100
+    assert best[1]["score"] == pytest.approx(best[0]["score"], abs=0.011)  # at most one dev row of 100 flips
+    assert (two / "teacher_logits" / "rank_1" / "train.mindrecord").is_file()
 
 
 @pytest.mark.slow
@@ -328,3 +385,157 @@ def test_phase2_with_stored_teacher_logits_equals_the_teacher_in_every_step(sst2
     assert rebuilt["from_phase1"] == 0  # phase 1 kept the old teacher's logits: all recomputed
     provenance = json.loads(open(str(store) + teacher_cache.PROVENANCE_SUFFIX, encoding="utf-8").read())
     assert provenance["teacher_sha256"] == ckpt.read_metadata(str(stored_out / "teacher" / "best.ckpt"))["sha256"]
+
+
+# ---- The model zoo's command lines (README "Coming from the model zoo") --------------------------------------------
+
+def zoo_folder(tmp_path, name, *files):
+    """A folder holding `files` (a zoo data flag names a folder; its record files are taken)."""
+    import shutil
+
+    folder = tmp_path / name
+    folder.mkdir()
+    for path in files:
+        for extra in ("", ".db"):
+            if os.path.exists(str(path) + extra):
+                shutil.copy(str(path) + extra, folder)
+        labels = os.path.join(os.path.dirname(str(path)), "labels.json")  # written beside converted records
+        if os.path.exists(labels):
+            shutil.copy(labels, folder)
+    return folder
+
+
+@pytest.mark.slow
+def test_gd_with_the_model_zoo_flags(gd_setup, tmp_path):
+    """run_general_distill.py as the zoo's run_standalone_gd.sh calls it (its flag syntax: "true"/"false" strings,
+    --k v and --k=v), on CPU: every flag lands on its key."""
+    out = tmp_path / "zoo_gd"
+    config = gd_config(gd_setup, tmp_path / "unused")
+    data = zoo_folder(tmp_path, "gd_data", gd_setup / "gd.mindrecord")
+    proc = run([os.path.join(ROOT, "run_general_distill.py"), "--config_path", config, "--distribute=false",
+                "--device_target=CPU", "--epoch_size=1", "--device_id=0", "--enable_data_sink=true",
+                "--data_sink_steps=100", "--save_ckpt_step=4", "--max_ckpt_num=1", f"--save_ckpt_path={out}",
+                f"--load_teacher_ckpt_path={gd_setup / 'teacher.ckpt'}", f"--data_dir={data}", "--schema_dir=",
+                "--dataset_type=mindrecord", "--do_shuffle", "false", "--no_progress"], cwd=tmp_path)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "finished"
+    full = manifest["full_config"]
+    assert full["gd"]["epochs"] == 1.0 and full["gd"]["save_steps"] == 4 and full["gd"]["keep_checkpoints"] == 1
+    assert full["data"]["train_files"] == [str(data / "gd.mindrecord")] and full["data"]["shuffle"] is False
+    assert full["checkpoint"]["teacher"] == str(gd_setup / "teacher.ckpt")
+    assert "no dataset sink mode on CPU" in proc.stderr
+    # Bad zoo input: one line naming the flag.
+    for bad, words in ((["--epoch_sise=1"], "did you mean the model zoo's --epoch_size?"),
+                       (["--distribute=true"], "--distribute=true, but no launcher started several processes"),
+                       (["--do_shuffle=yes"], "--do_shuffle='yes'; expected true or false"),
+                       (["--data_path=/cache/data"], "--data_path: the model zoo's flag has no meaning here"),
+                       (["--task_name=SST-2"], "is a flag of the model zoo's run_task_distill.py"),
+                       ([f"--data_dir={tmp_path / 'nothing'}"], "no such file or folder"),
+                       (["--data_url=obs://bucket/data"], "run.data_url: 'obs://bucket/data' is only read on "
+                                                          "ModelArts"),
+                       (["--load_teacher_ckpt_path=obs://bucket/t.ckpt"], "checkpoint.teacher: "
+                                                                          "'obs://bucket/t.ckpt' is a URL")):
+        proc = run([os.path.join(ROOT, "run_general_distill.py"), "--config_path", config, *bad], cwd=tmp_path,
+                   check=False)
+        assert proc.returncode != 0 and words in proc.stderr, (bad, proc.stderr[-600:])
+        assert "Traceback" not in proc.stderr
+
+
+def fake_modelarts(tmp_path):
+    """Environment of a process that sees the fake moxing (tests/helpers/fake_moxing), an OBS bucket folder and a
+    local cache folder; returns (env, obs root, log of copies)."""
+    obs, cache, log = tmp_path / "obs", tmp_path / "cache", tmp_path / "moxing.jsonl"
+    obs.mkdir()
+    env = {"PYTHONPATH": os.path.join(ROOT, "tests", "helpers", "fake_moxing") + os.pathsep + ROOT,
+           "FAKE_OBS_ROOT": str(obs), "FAKE_MOXING_LOG": str(log), "MODELARTS_CACHE": str(cache)}
+    return env, obs, log
+
+
+@pytest.mark.slow
+def test_gd_on_modelarts_copies_in_rebases_the_zoo_paths_and_uploads_even_after_a_failure(gd_setup, tmp_path):
+    import shutil
+
+    env, obs, log = fake_modelarts(tmp_path)
+    (obs / "bucket" / "data").mkdir(parents=True)
+    (obs / "bucket" / "ckpt").mkdir()
+    for name in ("gd.mindrecord", "gd.mindrecord.db"):
+        shutil.copy(gd_setup / name, obs / "bucket" / "data")
+    for path in gd_setup.glob("teacher.*"):
+        shutil.copy(path, obs / "bucket" / "ckpt")
+    out = tmp_path / "local_out"
+    config = gd_config(gd_setup, tmp_path / "unused")
+    zoo = ["--enable_modelarts=True", "--data_url=obs://bucket/data", "--checkpoint_url=obs://bucket/ckpt",
+           "--train_url=obs://bucket/out", "--data_dir=gd.mindrecord", "--load_teacher_ckpt_path=teacher.ckpt",
+           f"--save_ckpt_path={out}", "--epoch_size=1"]
+    run([os.path.join(ROOT, "run_general_distill.py"), "--config_path", config, *zoo, "--no_progress"],
+        cwd=tmp_path, env_extra=env)
+    copies = [json.loads(l) for l in log.read_text().splitlines()]
+    cache = tmp_path / "cache"
+    assert copies == [{"src": "obs://bucket/data", "dst": str(cache / "data")},
+                      {"src": "obs://bucket/ckpt", "dst": str(cache / "checkpoint")},
+                      {"src": "obs://bucket/out", "dst": str(out)},  # nothing there yet: a first run
+                      {"src": str(out), "dst": "obs://bucket/out"}]
+    manifest = json.loads((obs / "bucket" / "out" / "manifest.json").read_text())
+    assert manifest["status"] == "finished"
+    assert manifest["full_config"]["data"]["train_files"] == [str(cache / "data" / "gd.mindrecord")]
+    assert manifest["full_config"]["checkpoint"]["teacher"] == str(cache / "checkpoint" / "teacher.ckpt")
+    assert (obs / "bucket" / "out" / "last.ckpt").is_file()
+    assert "gd step" in (obs / "bucket" / "out" / "logs" / "rank_0.log").read_text()
+
+    # A run that fails still uploads its log, with the error in it.
+    log.unlink()
+    shutil.rmtree(cache)
+    failed_out = tmp_path / "failed_out"
+    bad = [z.replace("teacher.ckpt", "missing.ckpt").replace(str(out), str(failed_out)).replace("bucket/out",
+                                                                                                 "bucket/failed")
+           for z in zoo]
+    proc = run([os.path.join(ROOT, "run_general_distill.py"), "--config_path", config, *bad, "--no_progress"],
+               cwd=tmp_path, env_extra=env, check=False)
+    assert proc.returncode != 0 and "missing.ckpt" in proc.stderr
+    copies = [json.loads(l) for l in log.read_text().splitlines()]
+    assert copies[-1] == {"src": str(failed_out), "dst": "obs://bucket/failed"}
+    uploaded = (obs / "bucket" / "failed" / "logs" / "rank_0.log").read_text()
+    assert "run failed" in uploaded and "missing.ckpt" in uploaded
+
+
+@pytest.mark.slow
+def test_task_distillation_with_the_model_zoo_flags(sst2_records, tmp_path):
+    """run_task_distill.py as the zoo's run_standalone_td.sh calls it: --do_train/--do_eval choose the phases,
+    the data folders and checkpoints land on their keys; --do_train=false evaluates --load_td1_ckpt_path."""
+    out = tmp_path / "zoo_td"
+    config = td_config(sst2_records, out)
+    script = os.path.join(ROOT, "run_task_distill.py")
+    run([script, "--config", config, "--phase", "finetune", "--no_progress", "--td.finetune.epochs=1"],
+        cwd=tmp_path)
+    train = zoo_folder(tmp_path, "train_data", sst2_records / "train.mindrecord")
+    dev = zoo_folder(tmp_path, "eval_data", sst2_records / "dev.mindrecord")
+    zoo = [f"--config_path={config}", "--device_target=CPU", "--device_id=0", "--do_train=true", "--do_eval=true",
+           "--td_phase1_epoch_size=1", "--td_phase2_epoch_size=1", "--do_shuffle=true", "--enable_data_sink=false",
+           "--save_ckpt_step=5", "--max_ckpt_num=1", f"--load_teacher_ckpt_path={out / 'teacher' / 'best.ckpt'}",
+           f"--train_data_dir={train}", f"--eval_data_dir={dev}", "--schema_dir=", "--task_type=classification",
+           "--task_name=SST-2", "--assessment_method=accuracy", "--dataset_type=mindrecord"]
+    proc = run([script, *zoo, "--no_progress"], cwd=tmp_path)
+    for stage in ("phase1", "phase2"):
+        manifest = json.loads((out / stage / "manifest.json").read_text())
+        assert manifest["status"] == "finished"
+        full = manifest["full_config"]
+        assert full["td"][stage]["epochs"] == 1.0 and full["td"][stage]["save_steps"] == 5
+        assert full["td"][stage]["keep_checkpoints"] == 1
+        assert full["data"]["train_files"] == [str(train / "train.mindrecord")]
+        assert full["data"]["eval_files"] == [str(dev / "dev.mindrecord")]
+        assert full["checkpoint"]["teacher"] == str(out / "teacher" / "best.ckpt")
+        assert full["task"]["metric"] == "accuracy"
+    assert "final eval: accuracy" in proc.stdout
+    # --do_train=false: evaluate the zoo's --load_td1_ckpt_path.
+    proc = run([script, *[z for z in zoo if not z.startswith("--do_train")], "--do_train=false",
+                f"--load_td1_ckpt_path={out / 'phase2' / 'last.ckpt'}"], cwd=tmp_path)
+    result = json.loads(proc.stdout)
+    assert result["sets"]["dev"]["examples"] == 100
+    for bad, words in ((["--do_train=false", "--do_eval=false"], "do train or do eval must have one be true"),
+                       (["--task_name=CLUENER", "--task_type=classification"], "is a ner task"),
+                       (["--assessment_method=f1"], "expected accuracy, bf1 or mf1"),
+                       (["--epoch_size=1"], "is a flag of the model zoo's run_general_distill.py"),
+                       (["--do_train=true", "--phase", "eval"], "contradicts the model zoo's --do_train=true")):
+        proc = run([script, f"--config_path={config}", *bad], cwd=tmp_path, check=False)
+        assert proc.returncode != 0 and words in proc.stderr, (bad, proc.stderr[-600:])
+        assert "Traceback" not in proc.stderr
