@@ -116,12 +116,34 @@ def reference() -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def replace_block(text: str, block: str, path: str) -> str:
-    if text.count(BEGIN) != 1 or text.count(END) != 1:
-        raise ValueError(f"{path}: expected exactly one {BEGIN} ... {END} block")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{block}{END}{tail}"
+def replace_block(text: str, block: str, path: str, begin: str = BEGIN, end: str = END) -> str:
+    if text.count(begin) != 1 or text.count(end) != 1:
+        raise ValueError(f"{path}: expected exactly one {begin} ... {end} block")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{block}{end}{tail}"
+
+
+def sync_readmes(paths: Sequence[str], block: str, write: bool, what: str, command: str,
+                 begin: str = BEGIN, end: str = END) -> int:
+    """Check (or, with `write`, rewrite) the generated `block` between `begin` and `end` in each README; 1 if one
+    is stale (naming `command`, which rewrites them), else 0."""
+    stale = []
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        updated = replace_block(text, block, path, begin, end)
+        if updated != text:
+            if write:
+                with open(path, "w", encoding="utf-8") as f:
+                    f.write(updated)
+                print(f"{path}: {what} updated")
+            else:
+                stale.append(path)
+    if stale:
+        print(f"stale {what} in {', '.join(stale)}: run {command} --write {' '.join(stale)}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: Sequence[str] = None) -> int:
@@ -134,24 +156,8 @@ def main(argv: Sequence[str] = None) -> int:
     if not (args.check or args.write):
         sys.stdout.write(block)
         return 0
-    stale = []
-    for path in args.check or args.write:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-        updated = replace_block(text, block, path)
-        if updated != text:
-            if args.write:
-                with open(path, "w", encoding="utf-8") as f:
-                    f.write(updated)
-                print(f"{path}: config reference updated")
-            else:
-                stale.append(path)
-    if stale:
-        print(f"stale config reference in {', '.join(stale)}: run python -m src.config_reference --write "
-              f"{' '.join(stale)}", file=sys.stderr)
-        return 1
-    return 0
-
+    return sync_readmes(args.check or args.write, block, bool(args.write), "config reference",
+                        "python -m src.config_reference")
 
 if __name__ == "__main__":
     sys.exit(main())

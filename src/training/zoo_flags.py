@@ -297,17 +297,11 @@ def flag_table() -> str:
     return BEGIN + "\n" + "\n".join(lines) + "\n" + END
 
 
-def _replace(text: str, path: str) -> str:
-    if text.count(BEGIN) != 1 or text.count(END) != 1:
-        raise SystemExit(f"{path}: expected one {BEGIN} ... {END} block")
-    head, rest = text.split(BEGIN, 1)
-    return head + flag_table() + rest.split(END, 1)[1]
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """python -m src.training.zoo_flags [--check|--write] README.md README_CN.md: print, check or rewrite the table."""
     import argparse  # pylint: disable=import-outside-toplevel
-    import sys  # pylint: disable=import-outside-toplevel
+
+    from src.config_reference import sync_readmes  # pylint: disable=import-outside-toplevel
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     group = parser.add_mutually_exclusive_group()
@@ -317,23 +311,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not (args.check or args.write):
         print(flag_table())
         return 0
-    stale = []
-    for path in args.check or args.write:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-        updated = _replace(text, path)
-        if updated != text:
-            if args.write:
-                with open(path, "w", encoding="utf-8") as f:
-                    f.write(updated)
-            else:
-                stale.append(path)
-    if stale:
-        print(f"stale zoo flag table in {', '.join(stale)}: run python -m src.training.zoo_flags --write "
-              f"{' '.join(stale)}", file=sys.stderr)
-        return 1
-    return 0
-
+    body = flag_table()[len(BEGIN) + 1:-len(END)]  # the table between the markers
+    return sync_readmes(args.check or args.write, body, bool(args.write), "zoo flag table",
+                        "python -m src.training.zoo_flags", BEGIN, END)
 
 if __name__ == "__main__":
     raise SystemExit(main())
