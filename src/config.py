@@ -136,8 +136,8 @@ class RunConfig:
     # heads and the losses in float32, with the stage's dynamic loss scaling. CPU trains in float32 only (MindSpore
     # 2.10 has no CPU bf16 kernels and its fp16 ones are slower).
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
-    # The model zoo's enable_data_sink. MindSpore has no sink mode on CPU, which runs step by step whatever this says
-    # (a warning); on Ascend / GPU sink mode is not implemented yet, so true is refused there.
+    # The model zoo's enable_data_sink (src/training/sink.py). MindSpore has no sink mode on CPU, which runs step by
+    # step whatever this says (a warning); on Ascend / GPU it needs data.bucket_boundaries: [] (one batch shape).
     data_sink: bool = False
     data_sink_steps: int = _bounded(-1, ge=-1)  # the zoo's data_sink_steps (-1: one epoch); read with data_sink
 
@@ -355,9 +355,13 @@ def _validate_models(cfg: Any, where: str) -> None:
     if bad:
         raise ConfigError(f"{where}: data.bucket_boundaries: {list(cfg.data.bucket_boundaries)}; every length must be "
                           f"in [2, data.seq_length={seq}] (got {bad})")
-    if cfg.run.data_sink and cfg.run.device_target != "CPU":
-        raise ConfigError(f"{where}: run.data_sink: true is not implemented for {cfg.run.device_target} yet (the "
-                          "training loop feeds one step at a time); set run.data_sink: false")
+    if cfg.run.data_sink and cfg.run.device_target != "CPU" and cfg.data.bucket_boundaries:
+        raise ConfigError(f"{where}: run.data_sink: true needs one batch shape (the sunk graph is compiled for the "
+                          f"device queue's shape), but data.bucket_boundaries is {list(cfg.data.bucket_boundaries)}; "
+                          "set data.bucket_boundaries: [] or run.data_sink: false")
+    if cfg.run.data_sink_steps == 0:
+        raise ConfigError(f"{where}: run.data_sink_steps: got 0; expected a positive number of steps per sink, or -1 "
+                          "(one epoch)")
     if cfg.teacher.vocab_size != cfg.student.vocab_size:
         raise ConfigError(
             f"{where}: teacher.vocab_size ({cfg.teacher.vocab_size}) != student.vocab_size "

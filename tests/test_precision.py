@@ -32,11 +32,13 @@ def test_config_refuses_a_precision_the_device_cannot_train(tmp_path, precision,
     assert "run.precision" in str(err.value) and words in str(err.value)
 
 
-def test_data_sink_is_refused_on_devices_until_it_is_implemented(tmp_path):
+def test_data_sink_is_accepted_everywhere_and_needs_one_batch_shape_on_devices(tmp_path):
     config = tmp_path / "gd.yaml"
     config.write_text("gd:\n  batch_size: 8\n")
-    with pytest.raises(ConfigError, match="run.data_sink: true is not implemented for GPU"):
-        load_config(str(config), ["--run.data_sink=true", "--run.device_target=GPU"], kind="gd")
+    assert load_config(str(config), ["--run.data_sink=true", "--run.device_target=GPU"], kind="gd").run.data_sink
+    with pytest.raises(ConfigError, match="needs one batch shape"):
+        load_config(str(config), ["--run.data_sink=true", "--run.device_target=Ascend",
+                                  "--data.bucket_boundaries=[32]"], kind="gd")
     assert load_config(str(config), ["--run.data_sink=true"], kind="gd").run.data_sink is True  # CPU: a warning
 
 

@@ -26,12 +26,12 @@ from src.config import DataConfig, StageConfig
 from src.data.dataset import Batch, create_tinybert_dataset
 from src.distill.loss import LossOutput
 from src.infra.backend import Backend
-from src.metrics import IGNORE_INDEX
 from src.training.checkpoints import StageCheckpoints, weights_digest
 from src.training.evaluation import Evaluator
-from src.training.manifest import Manifest, Position
+from src.training.manifest import Manifest, Position, lock_run_dir, truncate_metrics, unlock_run_dir
 from src.training.metrics_log import MetricsLog, TrainWindow
 from src.training.optim import lr_at
+from src.training.sink import SinkFeed, loss_normalizers, step_dataset
 from src.training.step import TrainStep
 
 logger = logging.getLogger(__name__)
@@ -66,6 +66,9 @@ class Stage:
     manifest_fields: Dict[str, Any] = field(default_factory=dict)  # e.g. layer_map, full_config, teacher_logits
     barrier: Optional[Any] = None  # data parallel: called when the stage is finished (Runtime.barrier)
     rank_mean: Optional[Any] = None  # data parallel: mean over the ranks (Runtime.rank_mean), for logged losses
+    # Dataset sink mode (Ascend/GPU; src/training/sink.py): steps per host sync, -1 = the epoch; 0 = step by step.
+    sink_steps: int = 0
+    data_sink: Optional[Any] = None  # mindspore.data_sink when None; tests pass a stand-in (no sink mode on CPU)
 
     @property
     def is_main(self) -> bool:
@@ -82,15 +85,6 @@ def _dataset(stage: Stage, epoch: int, skip_batches: int = 0):
                                       seed=stage.data_seed + epoch, drop_remainder=True,
                                       bucket_boundaries=list(stage.data.bucket_boundaries) or None)
     return dataset.skip(skip_batches) if skip_batches else dataset
-
-
-def loss_normalizers(global_batch: Batch, world_size: int) -> np.ndarray:
-    """[3] float32 of the global batch / world_size: real tokens, real (query, key) pairs per head, scored labels
-    (what DistillLoss divides its masked means by, so that the ranks' mean is the global batch's loss)."""
-    lengths = np.asarray(global_batch.input_mask).astype(np.float64).sum(axis=1)
-    labels = np.asarray(global_batch.label_ids) if global_batch.label_ids is not None else None
-    scored = float((labels != IGNORE_INDEX).sum()) if labels is not None else float(len(lengths))
-    return (np.array([lengths.sum(), (lengths ** 2).sum(), scored]) / world_size).astype(np.float32)
 
 
 def _rank_batches(stage: Stage, epoch: int, skip: int):
@@ -124,6 +118,7 @@ def run_stage(stage: Stage, resume_from: Optional[Manifest] = None) -> Manifest:
     """Train one stage to the end (or continue it), evaluating and checkpointing; returns the final manifest."""
     if resume_from is not None and resume_from.finished:
         logger.info("%s: finished earlier (step %d), skipped", stage.run_dir, resume_from.step)
+        unlock_run_dir(stage.run_dir)  # prepare_run_dir's lock, if it took one
         return resume_from
     steps_per_epoch = _dataset(stage, 0).get_dataset_size()  # checks the files before anything is written
     if stage.evaluator is not None:
@@ -136,6 +131,17 @@ def run_stage(stage: Stage, resume_from: Optional[Manifest] = None) -> Manifest:
                      distributed=stage.world_size > 1, host_update=stage.backend.host_update)
     manifest = _start_manifest(stage, steps_per_epoch, total_steps, resume_from)
     os.makedirs(stage.run_dir, exist_ok=True)
+    if stage.is_main:
+        lock_run_dir(stage.run_dir)  # (a no-op if prepare_run_dir locked it) until the stage ends
+        truncate_metrics(stage.run_dir, manifest.step)
+    try:
+        return _run_locked(stage, step, manifest, resume_from)
+    finally:
+        if stage.is_main:
+            unlock_run_dir(stage.run_dir)
+
+
+def _run_locked(stage: Stage, step: TrainStep, manifest: Manifest, resume_from: Optional[Manifest]) -> Manifest:
     saves = StageCheckpoints(stage.run_dir, stage.student, stage.fit_dense, writes=stage.is_main,
                              background=stage.async_checkpoints, keep=stage.stage.keep_checkpoints)
     if resume_from is not None and resume_from.checkpoints.state:
@@ -187,6 +193,7 @@ class _Loop:
         self.run_start, self.run_start_step = time.time(), manifest.step
         self.last_saved = manifest.step  # periodic saves count from the last save (an epoch's end included)
         self.dummy_labels = self.placeholder = None
+        self.last_evaluated = None  # the step of the last evaluation (an epoch's end does not evaluate twice)
         self.bar = None
 
     def run(self) -> None:
@@ -218,19 +225,55 @@ class _Loop:
     def _epoch(self) -> None:
         manifest, total = self.manifest, self.manifest.total_steps
         epoch, skip = manifest.position.epoch, manifest.position.batch
-        for batch, normalizers in _rank_batches(self.stage, epoch, skip):
-            self._train(batch, normalizers)
-            self._after_step()
-            if manifest.step >= total:
-                break
+        if self.stage.sink_steps:
+            self._sink_epoch()
+        else:
+            for batch, normalizers in _rank_batches(self.stage, epoch, skip):
+                self._train(batch, normalizers)
+                self._after_step()
+                if manifest.step >= total:
+                    break
         epoch_done = manifest.position.batch >= manifest.steps_per_epoch
         if epoch_done or manifest.step >= total:
             if epoch_done:
                 manifest.position = Position(epoch + 1, 0)
-            eval_steps = self.stage.eval_steps
-            if self.stage.evaluator is not None and not (eval_steps and manifest.step % eval_steps == 0):
+            if self.stage.evaluator is not None and self.last_evaluated != manifest.step:
                 self._evaluate()
             self._save()
+
+    def _sink_epoch(self) -> None:
+        """The rest of the epoch in chunks of stage.sink_steps steps, each one call of a sunk graph."""
+        stage, manifest = self.stage, self.manifest
+        epoch = manifest.position.epoch
+        remaining = min(manifest.steps_per_epoch - manifest.position.batch, manifest.total_steps - manifest.step)
+        chunk = remaining if stage.sink_steps < 0 else min(stage.sink_steps, remaining)
+        feed = None
+        try:
+            while remaining > 0:
+                size = min(chunk, remaining)
+                if feed is None or feed.size != size:  # a dataset is sunk once: the last, shorter chunk gets its own
+                    if feed is not None:
+                        feed.close()
+                    dataset = step_dataset(_dataset(stage, epoch, manifest.position.batch), stage.columns,
+                                           stage.stage.batch_size, stage.rank, stage.world_size)
+                    feed = SinkFeed(self.step, dataset, size, graph=stage.graph, data_sink=stage.data_sink)
+                before = self.step.global_step
+                outputs, finite, norm, ran = feed()
+                if ran < 1 or ran > size:
+                    raise RuntimeError(f"{stage.name}: the sunk graph ran {ran} steps (asked for at most {size})")
+                applied = self.step.global_step - before
+                manifest.step += ran
+                manifest.position.batch += ran
+                manifest.optimizer_steps += applied
+                manifest.overflow_steps += ran - applied
+                if bool(finite):  # the device reports the chunk's last step only
+                    out = LossOutput(*outputs)
+                    self.window.add(out.total, out.terms, norm, steps=ran)
+                remaining -= ran
+                self._after_step(ran)
+        finally:
+            if feed is not None:
+                feed.close()
 
     def _train(self, batch: Batch, normalizers=None) -> None:
         if batch.label_ids is None:  # GD: no labels; the loss Cell takes a placeholder it does not read
@@ -261,13 +304,18 @@ class _Loop:
             self.placeholder = ms.Tensor(np.zeros((1,), np.float32))
         return self.placeholder
 
-    def _after_step(self) -> None:
+    def _after_step(self, ran: int = 1) -> None:
+        """After `ran` steps (1, or a sunk chunk): progress, and the log / eval / save whose multiple was passed."""
         stage, manifest, done = self.stage, self.manifest, self.manifest.step
-        self.bar.update(1)
+
+        def passed(every: int) -> bool:
+            return bool(every) and done // every > (done - ran) // every
+
+        self.bar.update(ran)
         if self.window.count:
             self.bar.set_postfix(loss=f"{self.window.mean_loss():.4f}", scale=f"{self.step.loss_scale:g}",
                                  refresh=False)
-        if done % stage.stage.log_steps == 0 and self.window.count:
+        if passed(stage.stage.log_steps) and self.window.count:
             if stage.rank_mean is not None:  # every rank logs the same: the global batch's loss terms
                 self.window.sums = stage.rank_mean(self.window.sums)
             per_step = (time.time() - self.run_start) / max(done - self.run_start_step, 1)
@@ -276,7 +324,7 @@ class _Loop:
                 lr_at(stage.stage, self.step.global_step, manifest.total_steps), self.step.loss_scale,
                 manifest.overflow_steps, stage.stage.batch_size * stage.world_size,
                 per_step * (manifest.total_steps - done)))
-        if stage.evaluator is not None and stage.eval_steps and done % stage.eval_steps == 0:
+        if stage.evaluator is not None and passed(stage.eval_steps):
             self._evaluate()
         if done - self.last_saved >= stage.stage.save_steps:
             self._save()
@@ -285,6 +333,7 @@ class _Loop:
         stage, manifest = self.stage, self.manifest
         started = time.time()
         result = stage.evaluator()
+        self.last_evaluated = manifest.step
         result.update(step=manifest.step, epoch=manifest.position.epoch, seconds=time.time() - started)
         manifest.metrics.last = result
         best = manifest.metrics.best

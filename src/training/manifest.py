@@ -16,17 +16,19 @@ save, so it never names a file that is not complete.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from src.infra.files import write_json_atomic
+from src.infra.files import TMP_INFIX, atomic_output, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+LOCK = ".lock"  # held (flock) by the process training in the run directory; the kernel drops it when that process dies
 METRICS = "metrics.jsonl"
 LAST, BEST, FIT_DENSE, STATE = "last.ckpt", "best.ckpt", "fit_dense.ckpt", "state.ckpt"
 SCHEMA_VERSION = 1  # manifests written before the field existed are version 1 too
@@ -186,8 +188,84 @@ def config_difference(old: Dict[str, Any], new: Dict[str, Any], prefix: str = ""
     return diffs
 
 
-def prepare_run_dir(run_dir: str, config: Dict[str, Any], overwrite: bool = False) -> Optional[Manifest]:
-    """The manifest to resume from (None for a fresh start); raise if the directory holds another run."""
+_LOCKS: Dict[str, Any] = {}  # run directory (absolute) -> the open lock file this process holds
+
+
+def lock_run_dir(run_dir: str) -> None:
+    """Make this process the only one training in `run_dir` (created if needed), until `unlock_run_dir` or exit.
+
+    Then every temporary file a killed writer left in it (names with TMP_INFIX: a checkpoint or manifest whose save
+    was cut short) is deleted: with the lock held, no live process owns them. Taking a lock this process holds is a
+    no-op.
+
+    Raises:
+        RunDirError: another process holds it (its pid named).
+    """
+    key = os.path.abspath(run_dir)
+    if key in _LOCKS:
+        return
+    os.makedirs(run_dir, exist_ok=True)
+    handle = open(os.path.join(run_dir, LOCK), "a+", encoding="utf-8")  # pylint: disable=consider-using-with
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise RunDirError(f"{run_dir} is in use by another training process (pid {holder}); wait for it to finish or "
+                          f"stop it, or use another run.output_dir") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    _LOCKS[key] = handle
+    for folder in (run_dir, os.path.join(run_dir, "checkpoints")):
+        if not os.path.isdir(folder):
+            continue
+        for name in sorted(os.listdir(folder)):
+            if TMP_INFIX in name and os.path.isfile(os.path.join(folder, name)):
+                os.remove(os.path.join(folder, name))
+                logger.warning("%s: removed %s, left by an interrupted save", folder, name)
+
+
+def unlock_run_dir(run_dir: str) -> None:
+    handle = _LOCKS.pop(os.path.abspath(run_dir), None)
+    if handle is not None:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def truncate_metrics(run_dir: str, step: int) -> int:
+    """Drop the metrics.jsonl rows after `step` (the steps an interrupted run did after its last saved state, which
+    the resumed run does again; all rows for a fresh start), so every step is listed once. Returns rows dropped."""
+    path = os.path.join(run_dir, METRICS)
+    if not os.path.exists(path):
+        return 0
+    with open(path, encoding="utf-8") as f:
+        lines = f.readlines()
+    kept = []
+    for line in lines:
+        try:
+            row_step = json.loads(line).get("step", 0)
+        except json.JSONDecodeError:  # a row cut short by the kill
+            continue
+        if row_step <= step:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    if len(kept) != len(lines):
+        with atomic_output(path) as f:
+            f.writelines(kept)
+        logger.info("%s: dropped %d metrics rows after step %d (they are run again)", path, len(lines) - len(kept),
+                    step)
+    return len(lines) - len(kept)
+
+
+def prepare_run_dir(run_dir: str, config: Dict[str, Any], overwrite: bool = False,
+                    owner: bool = True) -> Optional[Manifest]:
+    """The manifest to resume from (None for a fresh start); raise if the directory holds another run or another
+    process trains in it. `owner` (rank 0): an existing directory is locked now (lock_run_dir), a new one when the
+    stage creates it."""
+    if owner and os.path.isdir(run_dir):
+        lock_run_dir(run_dir)
     manifest = Manifest.read(run_dir)
     if manifest is None:
         return None

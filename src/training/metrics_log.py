@@ -51,9 +51,10 @@ class TrainWindow:
         self.started = time.time()
         self.grad_norm = 0.0
 
-    def add(self, total: float, terms: Any, grad_norm: float) -> None:
-        self.sums += np.array([float(total)] + [float(t) for t in terms])
-        self.count += 1
+    def add(self, total: float, terms: Any, grad_norm: float, steps: int = 1) -> None:
+        """One step's losses; `steps` > 1: a sunk chunk of that many steps, represented by its last step's."""
+        self.sums += steps * np.array([float(total)] + [float(t) for t in terms])
+        self.count += steps
         self.grad_norm = float(grad_norm)
 
     def mean_loss(self) -> float:

@@ -29,6 +29,7 @@ from src.infra.runtime import Runtime
 from src.model import checkpoint as ckpt
 from src.model.heads import build_model
 from src.training.checkpoints import fit_dense_beside, load_fit_dense
+from src.training import sink
 from src.training.loop import Stage, run_stage
 from src.training.manifest import Manifest, prepare_run_dir, resolve_stage_checkpoint
 from src.training.networks import (checkpoint_sha, evaluator_for, initial_student, load_network, load_teacher,
@@ -50,7 +51,12 @@ def _stage(cfg: Any, runtime: Runtime, backend: Backend, progress: bool, **field
                  barrier=runtime.barrier if runtime.distributed else None,
                  rank_mean=runtime.rank_mean if runtime.distributed else None,
                  data_seed=cfg.run.data_seed, async_checkpoints=cfg.run.async_checkpoints, progress=progress,
-                 params=fields["loss_net"].optimizer_params(), **fields)
+                 sink_steps=_sink_steps(cfg, runtime), params=fields["loss_net"].optimizer_params(), **fields)
+
+
+def _sink_steps(cfg: Any, runtime: Runtime) -> int:
+    """Stage.sink_steps: run.data_sink_steps (-1: the epoch) in dataset sink mode, 0 (step by step) otherwise."""
+    return cfg.run.data_sink_steps if sink.active(cfg.run, runtime.device_target) else 0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -64,7 +70,7 @@ def run_general_distill(cfg: GDConfig, runtime: Runtime, overwrite: bool = False
     backend = _backend(cfg, runtime)
     pairs = resolve_layer_map(cfg.distill.layer_map, cfg.teacher.num_hidden_layers, cfg.student.num_hidden_layers)
     config = stage_config(cfg, "gd")
-    resume = prepare_run_dir(cfg.run.output_dir, config, overwrite)
+    resume = prepare_run_dir(cfg.run.output_dir, config, overwrite, owner=runtime.is_main)
     path = resolve_stage_checkpoint(cfg.checkpoint.teacher)
     teacher = load_network(path, "teacher", cfg.teacher, "backbone", backend)
     started: Dict[str, Any] = {"teacher": source_of(path)}
@@ -117,7 +123,7 @@ def run_finetune(cfg: TDConfig, runtime: Runtime, target: str = "teacher", overw
         run_dir = stage_dirs(cfg)["student_labels"]
     else:
         raise ValueError(f"--target {target!r}; expected 'teacher' or 'student'")
-    resume = prepare_run_dir(run_dir, config, overwrite)
+    resume = prepare_run_dir(run_dir, config, overwrite, owner=runtime.is_main)
     loss_net = DistillLoss(net, None, "finetune", cfg.distill, task_type=cfg.task.type)
     stage = _stage(cfg, runtime, backend, progress, name=f"finetune-{target}", run_dir=run_dir, stage=cfg.td.finetune,
                    loss_net=loss_net, student=net, data=cfg.data, columns=TD_COLUMNS, config=config,
@@ -133,14 +139,16 @@ def run_phase1(cfg: TDConfig, runtime: Runtime, overwrite: bool = False, progres
     config = stage_config(cfg, "phase1")
     teacher, path = load_teacher(cfg, backend)
     config["teacher_sha256"] = checkpoint_sha(path)  # a re-trained teacher invalidates this phase
-    resume = prepare_run_dir(stage_dirs(cfg)["phase1"], config, overwrite)
+    resume = prepare_run_dir(stage_dirs(cfg)["phase1"], config, overwrite, owner=runtime.is_main)
     student, student_source, student_path = initial_student(cfg, teacher, backend)
     fit_dense = build_fit_dense(cfg.student, cfg.teacher, pairs, cfg.distill.fit_dense)
     beside = fit_dense_beside(student_path) if student_path else None
     if beside:
         load_fit_dense(fit_dense, beside)
     # With stored logits for phase 2, phase 1 keeps the teacher's logits it computes anyway (src/distill/teacher_cache.py).
-    collect = cfg.distill.store_teacher_logits and teacher_cache.supported(cfg.task.type)
+    # Not in sink mode: its graph returns only the last step of a chunk (phase 2 then runs the teacher once).
+    collect = (cfg.distill.store_teacher_logits and teacher_cache.supported(cfg.task.type)
+               and not sink.active(cfg.run, runtime.device_target))
     loss_net = DistillLoss(student, teacher, "intermediate", cfg.distill, pairs, cfg.task.type, fit_dense,
                            emit_teacher_logits=collect)
     stage = _stage(cfg, runtime, backend, progress, name="phase1", run_dir=stage_dirs(cfg)["phase1"],
@@ -174,7 +182,7 @@ def run_phase2(cfg: TDConfig, runtime: Runtime, overwrite: bool = False, progres
     config["phase1_checkpoint_sha256"] = checkpoint_sha(student_path)  # a re-run phase 1 invalidates this phase 2
     path = teacher_path(cfg)
     config["teacher_sha256"] = checkpoint_sha(path)
-    resume = prepare_run_dir(dirs["phase2"], config, overwrite)
+    resume = prepare_run_dir(dirs["phase2"], config, overwrite, owner=runtime.is_main)
     head, kwargs = task_head(cfg)
     student = load_network(student_path, "student", cfg.student, head, backend, **kwargs)
 
