@@ -118,6 +118,37 @@ def test_gd_runs_resumes_exactly_and_skips_when_finished(gd_setup, tmp_path):
     assert proc.returncode != 0 and "gd.lr: 0.001 -> 0.01" in proc.stderr
 
 
+@pytest.mark.slow
+def test_gd_killed_during_a_save_resumes_from_the_previous_state_and_lists_every_step_once(gd_setup, tmp_path):
+    """kill -9 while the second state.ckpt is being written (its temporary file complete, not yet renamed): the
+    re-run removes the temporary, resumes from the first save, and metrics.jsonl lists each step once, in order."""
+    root = gd_setup
+    run_dir = tmp_path / "killed"
+    config = gd_config(root, run_dir)
+    proc = run([os.path.join(ROOT, "run_general_distill.py"), "--config", config, "--no_progress",
+                "--run.async_checkpoints=false"], cwd=tmp_path, check=False,
+               env_extra={"CRASH_IN_SAVE": "2", "CRASH_EXIT_CODE": str(CRASH_EXIT_CODE),
+                          "PYTHONPATH": CRASH_HELPER + os.pathsep + ROOT})
+    assert proc.returncode == CRASH_EXIT_CODE, proc.stderr[-2000:]
+    left = [p for p in run_dir.rglob("*") if ".tmp-" in p.name]
+    assert left and all(p.name.startswith("state.ckpt") for p in left), left
+    assert json.loads((run_dir / "manifest.json").read_text())["step"] == 3
+    before = [r["step"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+              if r["type"] == "train"]
+    assert max(before) > 3  # logged by the killed run after its last saved state: done again on resume
+
+    proc = run([os.path.join(ROOT, "run_general_distill.py"), "--config", config, "--no_progress"], cwd=tmp_path)
+    assert "resuming at step 3" in proc.stderr
+    assert "left by an interrupted save" in proc.stderr and left[0].name in proc.stderr
+    assert not [p for p in run_dir.rglob("*") if ".tmp-" in p.name]
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in rows if r["type"] == "train"]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "finished"
+    assert steps == sorted(set(steps)) and steps[-1] == manifest["total_steps"], steps
+    assert steps == list(range(2, manifest["total_steps"] + 1, 2)), steps  # log_steps 2: none lost, none twice
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
