@@ -29,6 +29,10 @@ Keyword arguments:
     batch_size: accepted because hub cards pass it (bert_thor: ``batch_size=12``); shapes are taken from the
         inputs at run time, so it is only checked (> 0) and stored as ``net.batch_size``.
     num_labels: override the number of labels of a task variant (a fresh classifier shape); backbones refuse it.
+    vocab_file: the vocab.txt you will tokenize with; one whose size is not the network's vocab_size (the
+        Chinese vocabulary for an English network, say) raises VocabMismatch (a ValueError) naming it. Its
+        fingerprint is kept as ``net.vocab_fingerprint``, to compare with the ``"vocab"`` of a checkpoint's .json
+        (src/data/vocab.py).
 
 Every call builds a fresh config (frozen BertConfig), so no argument leaks into a later call (the model zoo's
 hub file mutated one module-level config). Unknown names raise ValueError listing the valid names; unknown
@@ -112,7 +116,7 @@ NETWORKS: Dict[str, _Network] = {
     "bert_thor": _Network("bert-large-uncased", "backbone", default_seq_length=512,
                           description="BERT-large as the bert_thor hub card (BertModel, seq 512)"),
 }
-ACCEPTED_KWARGS = ("seq_length", "is_training", "batch_size", "num_labels")
+ACCEPTED_KWARGS = ("seq_length", "is_training", "batch_size", "num_labels", "vocab_file")
 
 
 def network_config(name: str) -> BertConfig:
@@ -162,6 +166,13 @@ def create_network(name: str, *args: Any, **kwargs: Any):
     if seq_length > config.max_position_embeddings:
         raise ValueError(f"create_network({name!r}): seq_length {seq_length} is longer than the model's "
                          f"max_position_embeddings ({config.max_position_embeddings})")
+    vocab_fingerprint = None
+    if kwargs.get("vocab_file") is not None:  # the vocab.txt the caller will tokenize with: checked here
+        from src.data import vocab  # pylint: disable=import-outside-toplevel
+
+        vocab_fingerprint = vocab.fingerprint(str(kwargs["vocab_file"]))
+        vocab.check_size(vocab_fingerprint, f"vocab_file {kwargs['vocab_file']}", config.vocab_size,
+                         f"the vocab_size of {name}")
     batch_size = _positive_int(kwargs, "batch_size", None)
     is_training = kwargs.get("is_training", False)
     if not isinstance(is_training, bool):
@@ -184,4 +195,5 @@ def create_network(name: str, *args: Any, **kwargs: Any):
     net.seq_length = seq_length
     net.batch_size = batch_size
     net.label_names = list(label_names)
+    net.vocab_fingerprint = vocab_fingerprint  # src/data/vocab.py; compare with a checkpoint's .json "vocab"
     return net

@@ -254,6 +254,7 @@ def predict(args: argparse.Namespace, stdin: Any, stdout: Any) -> int:
     names = label_names(runner, args.labels_file, ner)
     seq_length = resolve_seq_length(runner, args.seq_length)
     tokenizer = BertTokenizer(args.vocab_file, do_lower_case=args.do_lower_case)
+    runner.check_vocab(tokenizer.vocab_fingerprint, f"--vocab_file {args.vocab_file}")
     if runner.batch_size is not None and args.batch_size != runner.batch_size and args.batch_size_given:
         logger.warning("--batch_size %d ignored: %s was exported for batch size %d", args.batch_size, args.model,
                        runner.batch_size)

@@ -14,11 +14,15 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from src.model.checkpoint import CheckpointError  # noqa: E402
+from src.data.vocab import VocabMismatch  # noqa: E402
 from src.config import MODEL_PRESETS, ConfigError, bert_config_from_dict, parse_override, read_mapping  # noqa: E402
 from src.model.heads import HEADS  # noqa: E402
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--vocab_file", help="the model's vocab.txt: its fingerprint goes into the .json, so "
+                        "converters, trainers and predict.py refuse another vocabulary (default for hf and tf: "
+                        "vocab.txt beside the weights / bert_config, if there)")
     parser.add_argument("--output", required=True, help="checkpoint to write (.ckpt); the .json goes beside it")
     parser.add_argument("--head", choices=sorted(HEADS), help="network to convert into (default: inferred "
                         "from the tensors: classifier -> sequence_classification, MLM head -> masked_lm)")
@@ -72,7 +76,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     from src.model import convert  # pylint: disable=import-outside-toplevel
     common = dict(head=args.head, num_labels=args.num_labels, pooled_activation=args.pooled_activation,
-                  allow_missing=args.allow_missing)
+                  allow_missing=args.allow_missing, vocab_file=args.vocab_file)
     try:
         if args.source == "hf":
             out = convert.convert_hf(args.input, args.output, config_file=args.config, **common)
@@ -80,7 +84,7 @@ def main(argv=None) -> int:
             out = convert.convert_tf(args.input, args.bert_config, args.output, **common)
         else:
             out = convert.convert_zoo(args.input, _zoo_config(args), args.output, **common)
-    except (CheckpointError, ConfigError, FileNotFoundError, ImportError) as err:
+    except (CheckpointError, ConfigError, FileNotFoundError, ImportError, VocabMismatch) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {out} and {os.path.splitext(out)[0]}.json")

@@ -244,3 +244,19 @@ print(json.dumps({{"cell": type(net).__name__, "layers": net.config.num_hidden_l
     assert proc.returncode != 0
     assert "a different package named 'src' is already imported" in proc.stderr
     assert "Load this network in a fresh Python process" in proc.stderr
+
+
+def test_a_vocab_file_of_another_size_is_refused_by_name(hub, shared_data, tmp_path, monkeypatch):
+    from src.data.vocab import VocabMismatch, fingerprint
+
+    monkeypatch.chdir(tmp_path)
+    zh = os.path.join(shared_data, "vocab", "bert-base-chinese-vocab.txt")
+    en = os.path.join(shared_data, "vocab", "bert-base-uncased-vocab.txt")
+    with pytest.raises(VocabMismatch, match=f"vocab_file {zh} has 21128 tokens but the vocab_size of tinybert_sst2 "
+                                            f"is 30522"):
+        create(hub, "tinybert_sst2", vocab_file=zh)
+    with pytest.raises(VocabMismatch, match="the vocab_size of tinybert_tnews is 21128"):
+        create(hub, "tinybert_tnews", vocab_file=en)
+    net = create(hub, "tinybert_tnews", vocab_file=zh)
+    assert net.vocab_fingerprint == fingerprint(zh)
+    assert create(hub, "tinybert_sst2").vocab_fingerprint is None

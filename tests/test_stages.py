@@ -19,7 +19,9 @@ from src.ship import offline
 from src.training import cli, stages
 from src.training.manifest import Manifest
 from src.training.networks import stage_dirs
-from conftest import ROOT
+from src.data.records import records_vocab
+from src.data.vocab import VocabMismatch, fingerprint
+from conftest import ROOT, SHARED_DATA
 
 TINY = dict(vocab_size=30522, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24,
             max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
@@ -93,6 +95,12 @@ def test_every_td_stage_runs_in_process_and_writes_its_run_directory(td_run, cap
     assert "finished phase2" in out and "best eval:  accuracy" in out
     student = ckpt.load_model(os.path.join(dirs["phase2"], "best.ckpt"))
     assert isinstance(student, BertForSequenceClassification) and student.config.num_hidden_layers == 1
+    # every student checkpoint names the records' vocabulary, for predict.py and export to check
+    records = records_vocab(str(td_run / "train.mindrecord"))
+    assert records["size"] == 30522
+    for name in ("teacher", "phase1", "phase2"):
+        assert ckpt.read_metadata(os.path.join(dirs[name], "last.ckpt"))["vocab"] == records, name
+    assert ckpt.read_metadata(os.path.join(dirs["phase2"], "best.ckpt"))["vocab"] == records
 
 
 def test_resume_reads_the_config_saved_in_the_manifest(td_run):
@@ -128,6 +136,33 @@ def test_missing_or_mismatched_records_are_refused_before_the_run_directory_exis
     with pytest.raises(FileNotFoundError, match=r"absent_dev\.mindrecord' does not exist"):
         stages.run_finetune(cfg, RUNTIME, "teacher", progress=False)
     assert not out.exists()  # no empty OUT/teacher/ left behind
+
+
+def test_records_or_checkpoints_of_another_vocabulary_are_refused_before_the_run_directory_exists(td_run,
+                                                                                                   tmp_path):
+    src = os.path.join(SHARED_DATA, "glue", "SST-2", "train.tsv")
+    zh_vocab = os.path.join(SHARED_DATA, "vocab", "bert-base-chinese-vocab.txt")
+    zh = str(tmp_path / "zh" / "train.mindrecord")
+    convert_task_data("sst2", lines(src, tmp_path / "train.tsv", 16), zh, zh_vocab, seq_length=24)
+    out = tmp_path / "out"
+    cfg = load_config_dict(td_run, {"run": {"output_dir": str(out)}, "data": {"train_files": [zh]}})
+    with pytest.raises(VocabMismatch, match=r"data.eval_files .*dev.mindrecord \(30522 tokens.* is not the "
+                                            f"vocabulary of data.train_files {zh} \\(21128 tokens.* must come "
+                                            f"from one vocab.txt"):
+        stages.run_finetune(cfg, RUNTIME, "teacher", progress=False)
+    cfg = load_config_dict(td_run, {"run": {"output_dir": str(out)},
+                                    "data": {"train_files": [zh], "eval_files": []}})
+    with pytest.raises(VocabMismatch, match=f"data.train_files {zh} has 21128 tokens but the config's "
+                                            f"teacher.vocab_size is 30522"):
+        stages.run_finetune(cfg, RUNTIME, "teacher", progress=False)
+    # the same size, another vocabulary: a pre-trained checkpoint recorded with the Chinese one
+    other = ckpt.save_model(build_model(cfg.teacher, "backbone"), str(tmp_path / "other.ckpt"),
+                            extra={"vocab": fingerprint(zh_vocab)})
+    cfg = load_config_dict(td_run, {"run": {"output_dir": str(out)}, "checkpoint": {"pretrained": other}})
+    with pytest.raises(VocabMismatch, match=f"the model checkpoint {other} .* is not the vocabulary of "
+                                            f"data.train_files .*train.mindrecord"):
+        stages.run_finetune(cfg, RUNTIME, "teacher", progress=False)
+    assert not out.exists()
 
 
 def test_an_output_folder_under_a_file_is_refused_at_load(td_run, tmp_path):

@@ -433,11 +433,18 @@ def load_masked_lm(checkpoint: str, vocab_file: str, m: int, batch_size: int = 6
     from src.model.checkpoint import load_model  # pylint: disable=import-outside-toplevel
     from src.data.tokenization import BertTokenizer  # pylint: disable=import-outside-toplevel
 
+    from src.model.checkpoint import read_metadata, read_model_config  # pylint: disable=import-outside-toplevel
+    from src.data import vocab  # pylint: disable=import-outside-toplevel
+
     tokenizer = BertTokenizer(vocab_file, do_lower_case=do_lower_case)
+    try:  # before the (slower) model load
+        vocab.check_pair(tokenizer.vocab_fingerprint, f"--vocab_file {vocab_file}",
+                         read_metadata(checkpoint).get(vocab.KEY), checkpoint)
+        vocab.check_size(tokenizer.vocab_fingerprint, f"--vocab_file {vocab_file}",
+                         read_model_config(checkpoint).vocab_size, f"the vocab_size of {checkpoint}")
+    except vocab.VocabMismatch as err:
+        raise AugmentError(str(err)) from None
     net = load_model(checkpoint)
-    if net.config.vocab_size != len(tokenizer.vocab):
-        raise AugmentError(f"{vocab_file}: {len(tokenizer.vocab)} tokens but {checkpoint} has vocab_size "
-                           f"{net.config.vocab_size}")
     return MaskedLMScorer(net, tokenizer, m, batch_size, mlm_input, max_seq_length, source=checkpoint,
                           batch_tokens=batch_tokens)
 

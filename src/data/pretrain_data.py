@@ -405,5 +405,6 @@ def create_pretraining_records(input_files: Sequence[str], output: str, tokenize
     elapsed = time.perf_counter() - start
     logger.info("%d instances in %.1fs (%.0f instances/s, reading and tokenizing included)",
                 len(instances), elapsed, len(instances) / max(elapsed, 1e-9))
-    files = write_records(_Rows(instances, opts), output, record_columns(opts), fmt=fmt, num_shards=num_shards)
+    files = write_records(_Rows(instances, opts), output, record_columns(opts), fmt=fmt, num_shards=num_shards,
+                          vocab=tokenizer.vocab_fingerprint)
     return files, len(instances)

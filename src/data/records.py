@@ -14,6 +14,8 @@ With MindRecord: ``out/train.mindrecord`` (one shard) or ``train.mindrecord0``, 
 (MindSpore's own shard naming), each with MindSpore's ``.db`` index, plus one ``train.mindrecord.schema.json``
 describing the whole set. Schema JSON: ``{"datasetType": "TF" | "MindRecord", "numRows": N, "columns":
 {name: {"type": "int64", "rank": 1, "shape": [128]}}}`` (the TF form is what ``TFRecordDataset`` accepts).
+Converters also write ``<file>.vocab.json`` beside each schema JSON: ``{"vocab": {"size", "sha256", "file"}}``,
+the vocabulary the ids come from (src/data/vocab.py).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import re
 import shutil
 import struct
 import tempfile
-from typing import Any, Dict, Iterable, Iterator, List, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import crc32c as _crc32c
 import numpy as np
@@ -38,6 +40,9 @@ ColumnSpec = Dict[str, Tuple[str, Tuple[int, ...]]]
 FORMATS = ("mindrecord", "tfrecord")
 DTYPES = ("int32", "int64", "float32")  # float32: MindRecord only (e.g. stored teacher logits)
 SCHEMA_SUFFIX = ".schema.json"
+# The vocabulary the ids come from (src/data/vocab.py), in a file of its own: MindSpore's TFRecordDataset refuses a
+# schema JSON with keys it does not know, and model-zoo scripts hand it ours.
+VOCAB_SUFFIX = ".vocab.json"
 PROGRESS_MIN_ROWS = 10_000  # below this a progress bar is noise
 
 
@@ -286,8 +291,11 @@ def _earlier_outputs(output: str) -> List[str]:
         pass
     found = []
     for name in sorted(os.listdir(parent)):
-        data = name[:-len(SCHEMA_SUFFIX)] if name.endswith(SCHEMA_SUFFIX) else (
-            name[:-3] if name.endswith(".db") else name)
+        data = name
+        for suffix in (SCHEMA_SUFFIX, VOCAB_SUFFIX, ".db"):
+            if name.endswith(suffix):
+                data = name[:-len(suffix)]
+                break
         if (data == base or data in listed or tf_shard.fullmatch(data)) and os.path.isfile(os.path.join(parent, name)):
             found.append(name)
     return found
@@ -317,7 +325,7 @@ def _progress(rows: Iterable[Dict[str, Any]], output: str) -> Iterable[Dict[str,
 
 
 def write_records(rows: Iterable[Dict[str, Any]], output: str, columns: Dict[str, Tuple[str, Tuple[int, ...]]],
-                  fmt: str = "mindrecord", num_shards: int = 1) -> List[str]:
+                  fmt: str = "mindrecord", num_shards: int = 1, vocab: Optional[Dict[str, Any]] = None) -> List[str]:
     """Write rows to ``num_shards`` MindRecord or TFRecord files plus schema JSON; returns the data files.
 
     Args:
@@ -326,6 +334,8 @@ def write_records(rows: Iterable[Dict[str, Any]], output: str, columns: Dict[str
         columns: ``{name: (dtype, shape)}``, dtype ``'int32'``/``'int64'``, shape e.g. ``(128,)`` or ``()``.
         fmt: ``"mindrecord"`` or ``"tfrecord"``.
         num_shards: number of data files.
+        vocab: the fingerprint of the vocabulary the ids come from (src/data/vocab.py), written beside the data
+            (``<file>.vocab.json``, like the schema JSON) for the trainers and predict tools to check.
 
     Files are written under a temporary directory next to ``output`` and moved into place only when all are
     complete, so a crash never leaves a half-written file under a final name. Files of an earlier write to the
@@ -350,6 +360,9 @@ def write_records(rows: Iterable[Dict[str, Any]], output: str, columns: Dict[str
         tmp_output = os.path.join(tmp_dir, os.path.basename(output))
         writer = _write_tfrecord if fmt == "tfrecord" else _write_mindrecord
         names, counts = writer(_progress(rows, output), tmp_output, columns, num_shards)
+        if vocab:
+            for name in (names if fmt == "tfrecord" else [tmp_output]):
+                _write_json(name + VOCAB_SUFFIX, {"vocab": dict(vocab)})
         written = sorted(os.listdir(tmp_dir))  # data, .db index and schema files, names unchanged
         _remove_stale_outputs(output, written)
         for name in written:
@@ -361,16 +374,22 @@ def write_records(rows: Iterable[Dict[str, Any]], output: str, columns: Dict[str
     return files
 
 
+def _side_path(path: str, suffix: str) -> str:
+    """The side file (schema or vocab JSON) of a data file; a MindRecord shard ``x.mindrecordN`` shares
+    ``x.mindrecord``'s."""
+    if os.path.exists(path + suffix):
+        return path + suffix
+    stem = path.rstrip("0123456789")
+    if stem.endswith(".mindrecord") and os.path.exists(stem + suffix):
+        return stem + suffix
+    return path + suffix
+
+
 def schema_path_for(path: str) -> str:
     """The schema JSON that belongs to a data file (a MindRecord shard ``x.mindrecordN`` -> ``x.mindrecord``)."""
     if path.endswith(".json"):  # already a schema file
         return path
-    if os.path.exists(path + SCHEMA_SUFFIX):
-        return path + SCHEMA_SUFFIX
-    stem = path.rstrip("0123456789")
-    if stem.endswith(".mindrecord") and os.path.exists(stem + SCHEMA_SUFFIX):
-        return stem + SCHEMA_SUFFIX
-    return path + SCHEMA_SUFFIX
+    return _side_path(path, SCHEMA_SUFFIX)
 
 
 def read_schema(path: str) -> Dict[str, Any]:
@@ -398,3 +417,21 @@ def read_schema(path: str) -> Dict[str, Any]:
             raise ValueError(f"{schema_file}: columns.{name} is {col!r}; expected "
                              f"{{'type': 'int32'|'int64', 'rank': R, 'shape': [...]}}")
     return schema
+
+
+def records_vocab(path: str) -> Optional[Dict[str, Any]]:
+    """The vocabulary fingerprint the converter wrote beside data file `path` (``<file>.vocab.json``,
+    src/data/vocab.py), or None: records written by another tool or before fingerprints existed."""
+    vocab_file = _side_path(path, VOCAB_SUFFIX)
+    if not os.path.exists(vocab_file):
+        return None
+    try:
+        with open(vocab_file, encoding="utf-8") as f:
+            vocab = json.load(f)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{vocab_file}:{err.lineno}: invalid JSON: {err.msg}") from err
+    vocab = vocab.get("vocab") if isinstance(vocab, dict) else vocab
+    if not (isinstance(vocab, dict) and isinstance(vocab.get("size"), int) and isinstance(vocab.get("sha256"), str)):
+        raise ValueError(f"{vocab_file}: key 'vocab' is {vocab!r}; expected {{'size': N, 'sha256': '...'}} "
+                         f"(written by the converters)")
+    return vocab

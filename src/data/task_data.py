@@ -465,7 +465,8 @@ def convert_task_data(task: str, input_file: str, output: str, vocab_file: str, 
     check_label_map(os.path.dirname(os.path.abspath(output)), labels)  # before any record is written
     tokenizer = BertTokenizer(vocab_file, do_lower_case=do_lower_case)
     summary.files = write_records(_rows(task, examples, tokenizer, labels, seq_length, summary), output,
-                                  task_columns(task, seq_length), fmt=fmt, num_shards=num_shards)
+                                  task_columns(task, seq_length), fmt=fmt, num_shards=num_shards,
+                                  vocab=tokenizer.vocab_fingerprint)
     summary.labels_file = write_label_map(os.path.dirname(os.path.abspath(output)), task, labels,
                                           tag_scheme if task == "cluener" else None)
     if summary.truncated:

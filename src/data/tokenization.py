@@ -10,6 +10,8 @@ import functools
 import unicodedata
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
+from src.data.vocab import fingerprint_of
+
 # Distinct words seen by one tokenizer that keep their WordPiece result cached (~100 MB at most).
 WORD_CACHE_SIZE = 1 << 18
 
@@ -171,6 +173,7 @@ class BertTokenizer:
 
     def __init__(self, vocab_file: str, do_lower_case: bool = True):
         self.vocab = load_vocab(vocab_file)
+        self.vocab_fingerprint = fingerprint_of(self.vocab, vocab_file)  # src/data/vocab.py
         self.inv_vocab = {i: t for t, i in self.vocab.items()}
         for special in ("[PAD]", "[UNK]", "[CLS]", "[SEP]"):
             if special not in self.vocab:

@@ -33,7 +33,8 @@ import numpy as np
 from src.data.dataset import validate_files
 from src.data.dataset import MODEL_INPUT_COLUMNS
 from src.data.batching import bucket_lengths, default_bucket_lengths, pad_indices
-from src.data.records import write_records
+from src.data.records import records_vocab, write_records
+from src.data.vocab import agree
 from src.infra.files import atomic_output, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -288,7 +289,9 @@ def build(teacher: Any, files: Sequence[str], columns: Sequence[str], data: Any,
     first = next(stream, None)
     if first is None:
         raise ValueError(f"{files}: no rows to compute teacher logits for")
-    write_records(itertools.chain([first], stream), output, spec, "mindrecord")
+    vocab = agree((f, records_vocab(f)) for f in files)  # the source records' vocabulary, carried over
+    write_records(itertools.chain([first], stream), output, spec, "mindrecord",
+                  vocab=vocab)
     seconds, done, kept = time.time() - start, teacher_pass.rows, teacher_pass.from_known
     info = dict(expected, rows=done, from_phase1=kept, seconds=round(seconds, 2),
                 rows_per_s=round(done / max(seconds, 1e-9), 1), bucket_lengths=lengths)

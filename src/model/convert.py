@@ -19,6 +19,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from src.data import vocab
 from src.model.checkpoint import CheckpointError, check_names, save_checkpoint
 from src.config import BertConfig, ConfigError, bert_config_from_dict, read_mapping
 
@@ -173,10 +174,25 @@ def _head_kwargs(head: Mapping[str, Any]) -> Dict[str, Any]:
     return {k: v for k, v in head.items() if k != "type"}
 
 
+def _vocab_beside(path: str) -> Optional[str]:
+    """The vocab.txt in the folder of a released model's weights or config, if there is one."""
+    candidate = os.path.join(os.path.dirname(os.path.abspath(path)), "vocab.txt")
+    return candidate if os.path.isfile(candidate) else None
+
+
 def finish(params: Dict[str, np.ndarray], config: BertConfig, head: Dict[str, Any], output: str,
-           source: str, dropped: Mapping[str, str], allow_missing: Sequence[str] = ()) -> str:
-    """Check `params` against the network for (config, head), fill explicitly allowed gaps, save."""
+           source: str, dropped: Mapping[str, str], allow_missing: Sequence[str] = (),
+           vocab_file: Optional[str] = None) -> str:
+    """Check `params` against the network for (config, head), fill explicitly allowed gaps, save. With
+    `vocab_file` (the model's vocab.txt) its fingerprint goes into the sidecar, after a size check."""
     from src.model.heads import build_model  # pylint: disable=import-outside-toplevel
+
+    recorded: Dict[str, Any] = {}
+    if vocab_file:
+        recorded["vocab"] = vocab.fingerprint(vocab_file)
+        vocab.check_size(recorded["vocab"], f"vocab file {vocab_file}", config.vocab_size,
+                         f"the vocab_size of {source}")
+        logger.info("vocabulary: %s (%d tokens)", vocab_file, recorded["vocab"]["size"])
 
     if head["type"] == "backbone":  # a bare BertModel: its names carry no "bert." prefix
         params = {n[len("bert."):] if n.startswith("bert.") else n: v for n, v in params.items()}
@@ -194,13 +210,13 @@ def finish(params: Dict[str, np.ndarray], config: BertConfig, head: Dict[str, An
         logger.warning("initialised, not converted (allowed by --allow_missing): %s", ", ".join(filled))
     ordered = {name: params[name].astype(np.float32) for name in expected}
     extra = {"converted_from": os.path.abspath(source), "not_converted": dict(sorted(dropped.items())),
-             "initialised_not_converted": filled}
+             "initialised_not_converted": filled, **recorded}
     return save_checkpoint(ordered, output, config, head, extra)
 
 
 def convert_hf(path: str, output: str, head: Optional[str] = None, num_labels: Optional[int] = None,
                pooled_activation: Optional[str] = None, config_file: Optional[str] = None,
-               allow_missing: Sequence[str] = ()) -> str:
+               allow_missing: Sequence[str] = (), vocab_file: Optional[str] = None) -> str:
     """Hugging Face BERT folder or weights file -> our checkpoint. Returns the output path."""
     weights, weights_file = read_hf_weights(path)
     config_path = config_file or os.path.join(os.path.dirname(weights_file), "config.json")
@@ -210,7 +226,8 @@ def convert_hf(path: str, output: str, head: Optional[str] = None, num_labels: O
     config = bert_config_from_json(hf_config, config_path, gelu="gelu")
     params, dropped = hf_to_params(weights, weights_file)
     spec = _choose_head(params, head, num_labels, pooled_activation, hf_config.get("architectures") or ())
-    return finish(params, config, spec, output, weights_file, dropped, allow_missing)
+    return finish(params, config, spec, output, weights_file, dropped, allow_missing,
+                  vocab_file or _vocab_beside(weights_file))
 
 
 def _choose_head(params: Dict[str, np.ndarray], head: Optional[str], num_labels: Optional[int],
@@ -292,7 +309,7 @@ def tf_to_state(variables: Mapping[str, np.ndarray]) -> Tuple[Dict[str, np.ndarr
 
 def convert_tf(prefix: str, bert_config: str, output: str, head: Optional[str] = None,
                num_labels: Optional[int] = None, pooled_activation: Optional[str] = None,
-               allow_missing: Sequence[str] = ()) -> str:
+               allow_missing: Sequence[str] = (), vocab_file: Optional[str] = None) -> str:
     """Google TF BERT checkpoint + bert_config.json -> our checkpoint.
 
     Google's `gelu` is the tanh approximation, so the converted config says `gelu_tanh`: the converted
@@ -303,7 +320,8 @@ def convert_tf(prefix: str, bert_config: str, output: str, head: Optional[str] =
     params, more = hf_to_params(state, prefix)
     dropped.update(more)
     spec = _choose_head(params, head, num_labels, pooled_activation)
-    return finish(params, config, spec, output, prefix, dropped, allow_missing)
+    return finish(params, config, spec, output, prefix, dropped, allow_missing,
+                  vocab_file or _vocab_beside(bert_config))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -391,7 +409,7 @@ ZOO_MODEL_DEFAULTS = {"hidden_act": "gelu_tanh", "layer_norm_eps": 1e-7}
 
 def convert_zoo(path: str, config: BertConfig, output: str, head: Optional[str] = None,
                 num_labels: Optional[int] = None, pooled_activation: Optional[str] = None,
-                allow_missing: Sequence[str] = ()) -> str:
+                allow_missing: Sequence[str] = (), vocab_file: Optional[str] = None) -> str:
     """MindSpore model-zoo BERT/TinyBERT checkpoint -> ours. The zoo saves no config: pass it."""
     from src.model.checkpoint import read_checkpoint  # pylint: disable=import-outside-toplevel
 
@@ -405,4 +423,4 @@ def convert_zoo(path: str, config: BertConfig, output: str, head: Optional[str] 
             f"which: --pooled_activation relu (TinyBERT BertModelCLS: classifier(ReLU(pooled))), "
             f"--pooled_activation none (BERT BertCLSModel, e.g. a fine-tuned teacher: classifier(pooled)), "
             f"or --head token_classification (BertNERModel / BertModelNER)")
-    return finish(params, config, spec, output, path, dropped, allow_missing)
+    return finish(params, config, spec, output, path, dropped, allow_missing, vocab_file)

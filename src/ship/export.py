@@ -269,9 +269,11 @@ def export_network(net: nn.Cell, file_format: str, output: str, batch_size: int 
         raise
     meta = _description(path, fmt, config, head, batch_dim, int(seq_length), markers, onnx_info)
     if source_checkpoint:
+        source_meta = read_metadata(source_checkpoint)
         meta["source_checkpoint"] = {"path": os.path.abspath(source_checkpoint),
-                                     "sha256": read_metadata(source_checkpoint).get("sha256")
-                                     or file_sha256(source_checkpoint)}
+                                     "sha256": source_meta.get("sha256") or file_sha256(source_checkpoint)}
+        if source_meta.get("vocab"):  # predict.py / preprocess.py check the vocab.txt they are given against it
+            meta["vocab"] = source_meta["vocab"]
     try:
         write_json_atomic(meta_file, meta)
         if verify and fmt != "AIR":

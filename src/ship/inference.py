@@ -19,6 +19,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn
 
+from src.data import vocab
 from src.model.checkpoint import load_model, read_metadata, read_model_config
 from src.config import BertConfig, bert_config_from_dict
 from src.ship.format import EXPORTABLE_HEADS, INPUT_NAMES, OUTPUT_NAME, ExportError, output_shape, read_export_metadata
@@ -73,6 +74,12 @@ class Runner:
         self.num_labels = int(head["num_labels"]) if "num_labels" in head else config.vocab_size
         self.batch_size = batch_size
         self.seq_length = seq_length
+
+    def check_vocab(self, fingerprint: Dict[str, Any], where: str) -> None:
+        """The vocabulary a caller tokenizes with (src/data/vocab.py) must be the model's: the one its checkpoint
+        or export recorded, else at least one of its vocab_size. Raises VocabMismatch naming both."""
+        vocab.check_pair(fingerprint, where, self.metadata.get(vocab.KEY), self.path)
+        vocab.check_size(fingerprint, where, self.config.vocab_size, f"the vocab_size of {self.path}")
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.path!r}, head={self.head['type']}, num_labels={self.num_labels}, "

@@ -198,6 +198,8 @@ def write_bins(eval_data_file: Sequence[str], result_path: str, batch_size: int,
         raise ValueError(f"--model_file {model_file} has {model_num_labels} labels; {labels_file} has "
                          f"{len(label_names)}: they are not for the same task")
     files = resolve_files(list(eval_data_file))
+    if model_file:
+        _check_records_vocab(files, model_file)
 
     columns = list(RECORD_COLUMNS) + ["label_ids"]
     dataset = create_tinybert_dataset(files, columns, batch_size, seq_length, dataset_type=dataset_type,
@@ -236,6 +238,22 @@ def write_bins(eval_data_file: Sequence[str], result_path: str, batch_size: int,
                  len(label_names))
     write_json_atomic(meta_path, meta)
     return meta
+
+
+def _check_records_vocab(files: Sequence[str], model_file: str) -> None:
+    """The records' vocabulary (their schema JSON) must be the exported model's (its <file>.json), see
+    src/data/vocab.py."""
+    from src.data import vocab  # pylint: disable=import-outside-toplevel
+    from src.data.records import records_vocab  # pylint: disable=import-outside-toplevel
+
+    with open(model_file + ".json", encoding="utf-8") as f:
+        info = json.load(f)
+    for path in files:
+        found = records_vocab(path)
+        vocab.check_pair(found, f"--eval_data_file {path}", info.get(vocab.KEY), model_file)
+        vocab_size = (info.get("model") or {}).get("vocab_size")
+        if vocab_size:
+            vocab.check_size(found, f"--eval_data_file {path}", vocab_size, f"the vocab_size of {model_file}")
 
 
 def shapes_from_model(model_file: Optional[str], batch_size: Optional[int],

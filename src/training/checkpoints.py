@@ -135,9 +135,10 @@ class StageCheckpoints:
     """
 
     def __init__(self, run_dir: str, student: nn.Cell, fit_dense: Optional[nn.Cell] = None, writes: bool = True,
-                 background: bool = True, keep: int = 1):
+                 background: bool = True, keep: int = 1, vocab: Optional[Dict[str, Any]] = None):
         self.run_dir, self.student, self.fit_dense = run_dir, student, fit_dense
         self.writes, self.keep = writes, keep
+        self.vocab = {"vocab": vocab} if vocab else {}  # sidecar key of the student's checkpoints
         self.writer = CheckpointWriter(background)
 
     def state_params(self) -> Dict[str, ms.Parameter]:
@@ -157,7 +158,7 @@ class StageCheckpoints:
         state = {name: copy_of(f"state/{name}", p.asnumpy()) for name, p in self.state_params().items()}
         student = {name[len("student."):]: value for name, value in state.items() if name.startswith("student.")}
         config, head = self.student.config, head_spec(self.student)
-        extra = {"stage": manifest.stage, "step": manifest.step}
+        extra = {"stage": manifest.stage, "step": manifest.step, **self.vocab}
         manifest.checkpoints.last = LAST
         fit = fit_args = None
         if self.fit_dense is not None:
@@ -189,7 +190,7 @@ class StageCheckpoints:
             return
         weights, config, head = self.writer.snapshot("best", self.student), self.student.config, \
             head_spec(self.student)
-        extra = {"stage": manifest.stage, "step": manifest.step, "metrics": result}
+        extra = {"stage": manifest.stage, "step": manifest.step, "metrics": result, **self.vocab}
         path = os.path.join(self.run_dir, BEST)
         self.writer.submit(lambda: ckpt.save_checkpoint(weights, path, config, head, extra))
         manifest.checkpoints.best = BEST

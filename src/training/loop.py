@@ -69,6 +69,7 @@ class Stage:
     # Dataset sink mode (Ascend/GPU; src/training/sink.py): steps per host sync, -1 = the epoch; 0 = step by step.
     sink_steps: int = 0
     data_sink: Optional[Any] = None  # mindspore.data_sink when None; tests pass a stand-in (no sink mode on CPU)
+    vocab: Optional[Dict[str, Any]] = None  # the records' vocabulary fingerprint, saved with the student
 
     @property
     def is_main(self) -> bool:
@@ -143,7 +144,8 @@ def run_stage(stage: Stage, resume_from: Optional[Manifest] = None) -> Manifest:
 
 def _run_locked(stage: Stage, step: TrainStep, manifest: Manifest, resume_from: Optional[Manifest]) -> Manifest:
     saves = StageCheckpoints(stage.run_dir, stage.student, stage.fit_dense, writes=stage.is_main,
-                             background=stage.async_checkpoints, keep=stage.stage.keep_checkpoints)
+                             background=stage.async_checkpoints, keep=stage.stage.keep_checkpoints,
+                             vocab=stage.vocab)
     if resume_from is not None and resume_from.checkpoints.state:
         step.load_state_dict(saves.load_state(), os.path.join(stage.run_dir, "state.ckpt"))
         logger.info("%s: resuming at step %d (epoch %d, batch %d)", stage.run_dir, manifest.step,

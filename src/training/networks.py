@@ -10,6 +10,9 @@ from typing import Any, Dict, List, Optional, Tuple
 from mindspore import nn
 
 from src.config import BertConfig, ConfigError, TDConfig, resolve_layer_map, to_dict
+from src.data import vocab as vocab_check
+from src.data.dataset import resolve_files
+from src.data.records import records_vocab
 from src.distill.student_init import copy_teacher_layers
 from src.infra.backend import Backend
 from src.model import checkpoint as ckpt
@@ -164,3 +167,28 @@ def initial_student(cfg: TDConfig, teacher_for_init: Optional[nn.Cell],
         sources = copy_teacher_layers(student, teacher_for_init, cfg.checkpoint.student_init, pairs)
         return student, {"init": cfg.checkpoint.student_init, "teacher_layers": [i + 1 for i in sources]}, None
     return student, {"init": "random", "seed": cfg.run.seed}, None
+
+
+def stage_vocab(cfg: Any, data: Any, started_from: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The vocabulary of a stage, checked before anything is trained (src/data/vocab.py): the fingerprints the
+    training and eval records and the checkpoints it starts from recorded must be one vocabulary, of the size of
+    teacher.vocab_size and student.vocab_size. Returns it (None if nothing recorded one), for the student's
+    checkpoints."""
+    recorded = []
+    for key in ("train_files", "eval_files"):
+        for entry in getattr(data, key, ()) or ():
+            for path in resolve_files(entry):
+                recorded.append((f"data.{key} {path}", records_vocab(path)))
+    for role, source in started_from.items():
+        if isinstance(source, dict) and source.get("path"):
+            recorded.append((f"the {role} checkpoint {source['path']}",
+                             ckpt.read_metadata(source["path"]).get(vocab_check.KEY)))
+    found = vocab_check.agree_where(recorded)
+    if found is None:
+        return None
+    where, fingerprint = found
+    for role in ("teacher", "student"):
+        model = getattr(cfg, role, None)
+        if model is not None:
+            vocab_check.check_size(fingerprint, where, model.vocab_size, f"the config's {role}.vocab_size")
+    return fingerprint

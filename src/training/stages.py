@@ -33,7 +33,7 @@ from src.training import sink
 from src.training.loop import Stage, run_stage
 from src.training.manifest import Manifest, prepare_run_dir, resolve_stage_checkpoint
 from src.training.networks import (checkpoint_sha, evaluator_for, initial_student, load_network, load_teacher,
-                                   source_of, stage_config, stage_dirs, task_head, teacher_path)
+                                   source_of, stage_config, stage_dirs, stage_vocab, task_head, teacher_path)
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,8 @@ def _stage(cfg: Any, runtime: Runtime, backend: Backend, progress: bool, **field
                  barrier=runtime.barrier if runtime.distributed else None,
                  rank_mean=runtime.rank_mean if runtime.distributed else None,
                  data_seed=cfg.run.data_seed, async_checkpoints=cfg.run.async_checkpoints, progress=progress,
-                 sink_steps=_sink_steps(cfg, runtime), params=fields["loss_net"].optimizer_params(), **fields)
+                 sink_steps=_sink_steps(cfg, runtime), params=fields["loss_net"].optimizer_params(),
+                 vocab=stage_vocab(cfg, fields["data"], fields["started_from"]), **fields)
 
 
 def _sink_steps(cfg: Any, runtime: Runtime) -> int:
