@@ -180,7 +180,7 @@ def test_kwargs_are_checked_and_never_leak_into_later_calls(hub, tmp_path, monke
                   "bert_base", "bert_thor"):
         assert valid in str(err.value)
     with pytest.raises(TypeError, match=r"unknown keyword argument\(s\) \['use_one_hot'\]; accepted: \['seq_length', "
-                                        r"'is_training', 'batch_size', 'num_labels'\]"):
+                                        r"'is_training', 'batch_size', 'num_labels', 'vocab_file'\]"):
         create(hub, "tinybert", use_one_hot=True)
     with pytest.raises(TypeError, match="positional arguments"):
         create(hub, "tinybert", True)  # the reference passed *args on as use_one_hot_embeddings
