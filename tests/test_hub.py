@@ -260,3 +260,122 @@ def test_a_vocab_file_of_another_size_is_refused_by_name(hub, shared_data, tmp_p
     net = create(hub, "tinybert_tnews", vocab_file=zh)
     assert net.vocab_fingerprint == fingerprint(zh)
     assert create(hub, "tinybert_sst2").vocab_fingerprint is None
+
+
+# --- the model zoo's published task assets, loaded as mindspore_hub.load loads them ------------------------------------
+def zoo_td_asset_names(layers=4):
+    """The parameter names of a model-zoo TinyBERT TD checkpoint (eval_model.ckpt, the hub cards' assets), written
+    out by hand from the zoo's cells (BertModelCLS `bert` inside the TD loss cell, its BertModel `bert` with the
+    2020 embedding cells, dense_1 the classifier), independently of src/model/convert.py."""
+    r = "bert.bert.bert_"
+    names = [r + "embedding_lookup.embedding_table", r + "embedding_postprocessor.embedding_table",
+             r + "embedding_postprocessor.full_position_embeddings", r + "embedding_postprocessor.layernorm.gamma",
+             r + "embedding_postprocessor.layernorm.beta"]
+    for i in range(layers):
+        layer = f"{r}encoder.layers.{i}."
+        for part in ("query_layer", "key_layer", "value_layer"):
+            names += [f"{layer}attention.attention.{part}.weight", f"{layer}attention.attention.{part}.bias"]
+        names += [layer + "attention.output.dense.weight", layer + "attention.output.dense.bias",
+                  layer + "attention.output.layernorm.gamma", layer + "attention.output.layernorm.beta",
+                  layer + "intermediate.weight", layer + "intermediate.bias",
+                  layer + "output.dense.weight", layer + "output.dense.bias",
+                  layer + "output.layernorm.gamma", layer + "output.layernorm.beta"]
+    return names + ["bert.bert.dense.weight", "bert.bert.dense.bias", "bert.dense_1.weight", "bert.dense_1.bias"]
+
+
+def zoo_shape(name, labels, hidden=384, ffn=1536, vocab=30522):
+    table = {"embedding_lookup.embedding_table": (vocab, hidden), "postprocessor.embedding_table": (2, hidden),
+             "full_position_embeddings": (512, hidden), "intermediate.weight": (ffn, hidden),
+             "intermediate.bias": (ffn,), "output.dense.weight": (hidden, ffn), "dense_1.weight": (labels, hidden),
+             "dense_1.bias": (labels,)}
+    for suffix, shape in table.items():
+        if name.endswith(suffix) and not (suffix == "output.dense.weight" and "attention" in name):
+            return shape
+    return (hidden, hidden) if name.endswith("weight") else (hidden,)
+
+
+def write_zoo_asset(path, labels, seed=0):
+    import mindspore as ms
+    rng = np.random.default_rng(seed)
+    params = []
+    for name in zoo_td_asset_names():
+        shape = zoo_shape(name, labels)
+        value = (1.0 + rng.normal(0, 0.05, shape) if name.endswith("gamma") else rng.normal(0, 0.05, shape))
+        params.append({"name": name, "data": Tensor(value.astype(np.float32))})
+    params.append({"name": "global_step", "data": Tensor(np.array([100], np.int32))})  # as the zoo's files hold
+    ms.save_checkpoint(params, str(path))
+    return str(path)
+
+
+def hub_load(hub_module, card_model_name, asset, **kwargs):
+    """What mindspore_hub.load(uid, **kwargs) does once it has the card and its asset: create_network(model name,
+    **kwargs), check the result is a Cell, load_param_into_net(net, load_checkpoint(asset)) (non-strict; the hub
+    never looks at what was not loaded, this returns it)."""
+    import mindspore as ms
+    net = create(hub_module, card_model_name, **kwargs)
+    assert isinstance(net, ms.nn.Cell)
+    not_loaded, _ = ms.load_param_into_net(net, ms.load_checkpoint(asset))
+    return net, not_loaded
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task,labels", [("sst2", 2), ("mnli", 3)])
+def test_zoo_task_assets_load_fully_and_the_cards_example_runs_as_written(hub, shared_data, tmp_path, task, labels):
+    """A model-zoo TD asset (its names written out by hand above) loads into every parameter of the hub network
+    through the hub's non-strict load, gives the logits of the same file converted and loaded strictly, and the
+    card's documented loop (mshub.load(model, is_training=False); set_train(False); records with the columns
+    input_ids, input_mask, segment_ids, label_ids; logits = network(input_ids, token_type_id, input_mask)) runs."""
+    import mindspore as ms
+    from src.config import bert_preset
+    from src.data.task_data import convert_task_data
+    from src.model.checkpoint import load_model
+    from src.model.convert import ZOO_MODEL_DEFAULTS, convert_zoo
+
+    asset = write_zoo_asset(tmp_path / f"tinybert_ascend_v190_enwiki128_{task}_official_nlp.ckpt", labels)
+    network, not_loaded = hub_load(hub, f"tinybert_enwiki128_{task}", asset, is_training=False)
+    assert not_loaded == []  # every parameter came from the asset
+    assert {p.name for p in network.get_parameters()} == set(zoo_td_asset_names())
+    network.set_train(False)
+
+    # the card's example, with this repository's records (the zoo's column names) in place of its import path
+    vocab = os.path.join(shared_data, "vocab", "bert-base-uncased-vocab.txt")
+    dev = tmp_path / "dev.tsv"
+    with open(os.path.join(shared_data, "glue", "SST-2", "dev.tsv"), encoding="utf-8") as f:
+        dev.write_text("".join(f.readline() for _ in range(17)), encoding="utf-8")
+    records = str(tmp_path / "dev.mindrecord")
+    convert_task_data("sst2", str(dev), records, vocab, seq_length=network.seq_length)
+    dataset = ms.dataset.MindDataset(records, shuffle=False).batch(8)
+    columns_list = ["input_ids", "input_mask", "segment_ids", "label_ids"]
+    outputs = []
+    for data in dataset.create_dict_iterator():
+        input_data = []
+        for i in columns_list:
+            input_data.append(data[i])
+        input_ids, input_mask, token_type_id, label_ids = input_data
+        logits = network(input_ids, token_type_id, input_mask)
+        print("net output: ", logits)
+        outputs.append((logits.asnumpy(), input_ids, token_type_id, input_mask, label_ids))
+    assert sum(o[0].shape[0] for o in outputs) == 16 and outputs[0][0].shape == (8, labels)
+
+    # the same asset converted (strict, every name accounted for) gives the same logits
+    config = bert_preset("ms-zoo-tinybert-4l-384", **ZOO_MODEL_DEFAULTS)
+    strict = load_model(convert_zoo(asset, config, str(tmp_path / "converted.ckpt"), pooled_activation="relu"))
+    strict.set_train(False)
+    for logits, ids, types, mask, _ in outputs:
+        np.testing.assert_allclose(logits, strict(ids, types, mask)[0].asnumpy(), rtol=0, atol=1e-5)
+    assert max(float(np.std(o[0])) for o in outputs) > 1e-3  # the logits are not all alike
+
+
+def test_zoo_names_round_trip_through_the_converter():
+    """Our -> zoo names (the hub's renaming) and the converter's zoo -> ours are inverse on every parameter."""
+    from src.config import bert_preset
+    from src.model.convert import hf_to_params, zoo_names, zoo_to_state
+    from src.model.heads import build_model
+    net = build_model(bert_preset("ms-zoo-tinybert-4l-384"), "sequence_classification", num_labels=3,
+                      pooled_activation="relu")
+    ours = [name for name, _ in net.parameters_and_names()]
+    renames = zoo_names(ours)
+    assert sorted(renames.values()) == sorted(zoo_td_asset_names())
+    state, _ = zoo_to_state({zoo: np.zeros(1, np.float32) for zoo in renames.values()}, "asset")
+    params, _ = hf_to_params(state, "asset")
+    assert sorted(params) == sorted(ours)

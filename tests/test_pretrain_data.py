@@ -10,7 +10,7 @@ import pytest
 
 from src.data import pretrain_data as pd
 from src.data.tokenization import BertTokenizer
-from conftest import ROOT, SHARED_DATA
+from conftest import ROOT, SHARED_DATA, needs
 
 EN_VOCAB = os.path.join(SHARED_DATA, "vocab", "bert-base-uncased-vocab.txt")
 ZH_VOCAB = os.path.join(SHARED_DATA, "vocab", "bert-base-chinese-vocab.txt")
@@ -181,7 +181,7 @@ def test_bad_inputs_name_the_problem(tmp_path, en_tok):
 
 def test_same_instances_as_google(en_tok):
     """With the same seed and tokens, Google's create_pretraining_data.py makes exactly our instances."""
-    google = pytest.importorskip("bert.create_pretraining_data")
+    google = needs("bert.create_pretraining_data", "optional TensorFlow extra (pip install -r requirements-tf.txt)")
     theirs = google.create_training_instances([BERT_SAMPLE], en_tok, 128, 3, 0.1, 0.15, 20, random.Random(7))
     docs = pd.tokenize_documents(pd.read_documents([BERT_SAMPLE], "sentences"), en_tok)
     ours, _ = _instances(docs, en_tok, seed=7, dupe_factor=3)

@@ -110,6 +110,32 @@ def test_resume_reads_the_config_saved_in_the_manifest(td_run):
         cli._config_from_run(str(td_run), "td")  # pylint: disable=protected-access
 
 
+def test_a_finished_run_directory_goes_out_to_hugging_face(td_run, tmp_path, capsys):
+    """scripts/convert_checkpoint.py to-hf on the phase-2 run of the first test: TinyBERT's ReLU head is refused
+    by name; its encoder goes out as BertModel with the records' vocabulary."""
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    try:
+        import convert_checkpoint  # pylint: disable=import-outside-toplevel
+    finally:
+        sys.path.pop(0)
+    run_dir = os.path.join(str(td_run), "out", "phase2")
+    assert convert_checkpoint.main(["to-hf", "--input", run_dir, "--output", str(tmp_path / "cls")]) == 2
+    assert "ReLU(pooled output)" in capsys.readouterr().err and not (tmp_path / "cls").exists()
+    assert convert_checkpoint.main(["to-hf", "--input", run_dir, "--output", str(tmp_path / "enc"),
+                                    "--head", "backbone"]) == 0
+    printed = capsys.readouterr().out
+    assert "config.json, model.safetensors" in printed
+    from src.ship.hf import _hf_available  # pylint: disable=import-outside-toplevel
+    missing = _hf_available()  # torch + transformers (requirements-hf.txt): installed by setup.sh and in CI
+    assert ("check: max |transformers BertModel - ours| = " in printed) if not missing else \
+        (f"check: skipped ({missing})" in printed)
+    config = json.loads((tmp_path / "enc" / "config.json").read_text())
+    assert config["architectures"] == ["BertModel"] and config["num_hidden_layers"] == 1
+    assert (tmp_path / "enc" / "vocab.txt").read_bytes() == open(os.path.join(SHARED_DATA, "vocab",
+                                                                              "bert-base-uncased-vocab.txt"),
+                                                                 "rb").read()
+
+
 def test_offline_bins_hold_every_row_and_round_trip(td_run, tmp_path):
     meta = offline.write_bins([str(td_run / "dev.mindrecord")], str(tmp_path), 8, 24, "classification",
                               str(td_run / "labels.json"), "accuracy")

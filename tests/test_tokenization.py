@@ -6,7 +6,7 @@ import pytest
 
 from src.data.tokenization import BasicTokenizer, BertTokenizer, Encoding, WordpieceTokenizer, load_vocab
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, needs
 
 # Google's tokenization_test.py vocab plus a few tokens for the cases below.
 TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "want", "##want", "##ed", "wa", "un", "runn", "##ing",
@@ -156,12 +156,12 @@ def cluener_dev():
 @pytest.fixture(scope="module")
 def google():
     """bert.tokenization made to run on TF 2 (imported once per module: importing TF takes seconds)."""
-    tf = pytest.importorskip("tensorflow")
+    tf = needs("tensorflow", "optional TensorFlow extra (pip install -r requirements-tf.txt)")
     # bert-tensorflow 1.0.4 is TF1 code that calls tf.gfile.GFile; TF 2 has it only under tf.io.gfile.
     for module in (tf, tf.compat.v1):
         if not hasattr(module, "gfile"):
             module.gfile = tf.io.gfile
-    tokenization = pytest.importorskip("bert.tokenization")
+    tokenization = needs("bert.tokenization", "optional TensorFlow extra (pip install -r requirements-tf.txt)")
     from absl import flags  # pylint: disable=import-outside-toplevel
     # FullTokenizer reads FLAGS.preserve_unused_tokens; absl refuses to read flags before they are parsed.
     if not flags.FLAGS.is_parsed():

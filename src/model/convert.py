@@ -180,13 +180,65 @@ def _vocab_beside(path: str) -> Optional[str]:
     return candidate if os.path.isfile(candidate) else None
 
 
+# The general-distillation projection student hidden -> teacher hidden that released General TinyBERT checkpoints
+# carry beside the student: `fit_dense.*` in the original (PyTorch TinyBertForPreTraining, one shared nn.Linear) and
+# in a model-zoo GD train cell; `fit_denses.{k}.*` where one projection per layer was trained.
+_FIT_DENSE = re.compile(r"^fit_dense\.(weight|bias)$|^fit_denses\.(\d+)\.(weight|bias)$")
+FIT_DENSE_SUFFIX = ".fit_dense.ckpt"
+
+
+def fit_dense_path(output: str) -> str:
+    """Where a converter writes the projection of checkpoint `output`: `<stem>.fit_dense.ckpt` beside it."""
+    return output[:-len(".ckpt")] + FIT_DENSE_SUFFIX if output.endswith(".ckpt") else output + FIT_DENSE_SUFFIX
+
+
+def take_fit_dense(params: Dict[str, np.ndarray], config: BertConfig,
+                   source: str) -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]:
+    """Remove the GD projection tensors from `params`; returns them under src.distill.loss.FitDense's names
+    (`layers.{k}.weight/bias`) and their description ({} when there are none).
+
+    Raises CheckpointError when a projection does not start at the student's hidden size or lacks a half.
+    """
+    found: Dict[int, Dict[str, np.ndarray]] = {}
+    for name in [n for n in params if _FIT_DENSE.match(n)]:
+        match = _FIT_DENSE.match(name)
+        index, kind = (0, match.group(1)) if match.group(1) else (int(match.group(2)), match.group(3))
+        found.setdefault(index, {})[kind] = np.asarray(params.pop(name), np.float32)
+    if not found:
+        return {}, {}
+    if sorted(found) != list(range(len(found))):
+        raise CheckpointError(f"{source}: fit_dense projections {sorted(found)}; expected 0..{len(found) - 1}")
+    out: Dict[str, np.ndarray] = {}
+    teacher_hidden = None
+    for index, parts in sorted(found.items()):
+        weight, bias = parts.get("weight"), parts.get("bias")
+        if weight is None or bias is None:
+            raise CheckpointError(f"{source}: fit_dense projection {index} has no "
+                                  f"{'weight' if weight is None else 'bias'}")
+        if weight.ndim != 2 or weight.shape[1] != config.hidden_size or bias.shape != (weight.shape[0],):
+            raise CheckpointError(f"{source}: fit_dense projection {index} has weight {list(weight.shape)} and bias "
+                                  f"{list(bias.shape)}; expected [teacher_hidden, {config.hidden_size}] and "
+                                  f"[teacher_hidden] (from the student's hidden_size {config.hidden_size})")
+        if teacher_hidden not in (None, weight.shape[0]):
+            raise CheckpointError(f"{source}: fit_dense projections map to different sizes")
+        teacher_hidden = int(weight.shape[0])
+        out[f"layers.{index}.weight"], out[f"layers.{index}.bias"] = weight, bias
+    return out, {"count": len(found), "student_hidden": int(config.hidden_size), "teacher_hidden": teacher_hidden}
+
+
 def finish(params: Dict[str, np.ndarray], config: BertConfig, head: Dict[str, Any], output: str,
            source: str, dropped: Mapping[str, str], allow_missing: Sequence[str] = (),
            vocab_file: Optional[str] = None) -> str:
     """Check `params` against the network for (config, head), fill explicitly allowed gaps, save. With
-    `vocab_file` (the model's vocab.txt) its fingerprint goes into the sidecar, after a size check."""
+    `vocab_file` (the model's vocab.txt) its fingerprint goes into the sidecar, after a size check.
+
+    A general-distillation projection in `params` (take_fit_dense) is written to `fit_dense_path(output)` with the
+    head {"type": "fit_dense", ...} that training saves, and named in the sidecar ("fit_dense"): general and task
+    distillation starting from this checkpoint continue with it instead of a fresh projection.
+    """
     from src.model.heads import build_model  # pylint: disable=import-outside-toplevel
 
+    projection, projection_info = take_fit_dense(params, config, source)
     recorded: Dict[str, Any] = {}
     if vocab_file:
         recorded["vocab"] = vocab.fingerprint(vocab_file)
@@ -211,6 +263,13 @@ def finish(params: Dict[str, np.ndarray], config: BertConfig, head: Dict[str, An
     ordered = {name: params[name].astype(np.float32) for name in expected}
     extra = {"converted_from": os.path.abspath(source), "not_converted": dict(sorted(dropped.items())),
              "initialised_not_converted": filled, **recorded}
+    if projection:  # written first: the student's sidecar never names a file that is not there
+        path = save_checkpoint(projection, fit_dense_path(output),
+                               head={"type": "fit_dense", **projection_info},
+                               extra={"converted_from": os.path.abspath(source), "student": os.path.basename(output)})
+        extra["fit_dense"] = {"file": os.path.basename(path), **projection_info}
+        logger.info("fit_dense: %d projection(s) %d -> %d written to %s", projection_info["count"],
+                    projection_info["student_hidden"], projection_info["teacher_hidden"], path)
     return save_checkpoint(ordered, output, config, head, extra)
 
 
@@ -359,12 +418,16 @@ _ZOO_HEADS = (
     (r"cls1\.output_bias", "cls.predictions.bias"),
     (r"cls2\.dense\.(weight|bias)", r"cls.seq_relationship.\1"),
     (r"dense\.(weight|bias)", r"classifier.\1"),  # legacy TinyBERT teacher head (phase_type="teacher")
+    (r"fit_dense\.(weight|bias)", r"fit_dense.\1"),  # GD projection of a saved train cell (take_fit_dense)
 )
+# A GD or TD train cell saved whole also holds its teacher: not part of the student.
+_ZOO_TEACHER = "teacher."
 
 
 def _zoo_root(names: Sequence[str], source: str) -> Tuple[str, str]:
     """Find where the BertModel sits: returns (prefix before `bert_`/`tinybert_`, that attribute prefix)."""
-    for name in names:
+    # the student's, not the teacher's a whole train cell also holds
+    for name in sorted(names, key=lambda n: _ZOO_TEACHER in n):
         match = re.match(r"^(.*?)(tinybert_|bert_)embedding_lookup\.embedding_table$", name)
         if match:
             return match.group(1), match.group(2)
@@ -382,6 +445,9 @@ def zoo_to_state(params: Mapping[str, np.ndarray], source: str) -> Tuple[Dict[st
     for name, value in params.items():
         if name.startswith(_ZOO_STATE_PREFIXES) or name in _ZOO_STATE_NAMES:
             dropped[name] = "training state (optimizer, loss scale or counters)"
+            continue
+        if parent is not None and name.startswith(parent + _ZOO_TEACHER):
+            dropped[name] = "the distillation teacher saved with the train cell (convert the teacher on its own)"
             continue
         state[_zoo_name(name, root, attr, parent)] = np.asarray(value)
     return state, dropped
@@ -401,6 +467,46 @@ def _zoo_name(name: str, root: str, attr: str, parent: Optional[str]) -> str:
             if re.fullmatch(pattern, inner):
                 return re.sub(pattern, target, inner)
     return name
+
+
+# Ours -> the model zoo's names, as its TinyBERT code (the 2020 BERT cells the hub assets were saved from) writes
+# them; the inverse of _ZOO_BACKBONE / _ZOO_HEADS (tests/test_hub.py checks the round trip). {R}: where the
+# BertModel sits plus its attribute prefix (`bert.bert.bert_`), {P}: the prefix of the cell holding it (`bert.`).
+_TO_ZOO = (
+    (r"bert\.embeddings\.word_embeddings\.weight", "{R}embedding_lookup.embedding_table"),
+    (r"bert\.embeddings\.token_type_embeddings\.weight", "{R}embedding_postprocessor.embedding_table"),
+    (r"bert\.embeddings\.position_embeddings\.weight", "{R}embedding_postprocessor.full_position_embeddings"),
+    (r"bert\.embeddings\.LayerNorm\.(weight|bias)", "{R}embedding_postprocessor.layernorm.{LN}"),
+    (r"bert\.encoder\.layer\.(\d+)\.attention\.self\.(query|key|value)\.(weight|bias)",
+     "{R}encoder.layers.\\1.attention.attention.\\2_layer.\\3"),
+    (r"bert\.encoder\.layer\.(\d+)\.attention\.output\.dense\.(weight|bias)", "{R}encoder.layers.\\1.attention.output.dense.\\2"),
+    (r"bert\.encoder\.layer\.(\d+)\.attention\.output\.LayerNorm\.(weight|bias)",
+     "{R}encoder.layers.\\1.attention.output.layernorm.{LN}"),
+    (r"bert\.encoder\.layer\.(\d+)\.intermediate\.dense\.(weight|bias)", "{R}encoder.layers.\\1.intermediate.\\2"),
+    (r"bert\.encoder\.layer\.(\d+)\.output\.dense\.(weight|bias)", "{R}encoder.layers.\\1.output.dense.\\2"),
+    (r"bert\.encoder\.layer\.(\d+)\.output\.LayerNorm\.(weight|bias)", "{R}encoder.layers.\\1.output.layernorm.{LN}"),
+    (r"bert\.pooler\.dense\.(weight|bias)", "{B}dense.\\1"),
+    (r"classifier\.(weight|bias)", "{P}dense_1.\\1"),
+)
+
+
+def zoo_names(names: Sequence[str], root: str = "bert.bert.", attr: str = "bert_") -> Dict[str, str]:
+    """Our parameter names (a head network's: `bert.*`, `classifier.*`) -> the model zoo's, for a BertModel at
+    `root` with attribute prefix `attr` (a TD checkpoint: `bert.bert.` and `bert_`; the classifier sits beside it).
+    Raises CheckpointError for a name the zoo has no place for (e.g. a masked-LM head)."""
+    parent = root[:-len("bert.")] if root.endswith("bert.") else root
+    out = {}
+    for name in names:
+        for pattern, template in _TO_ZOO:
+            match = re.fullmatch(pattern, name)
+            if match:
+                layer_norm = {"weight": "gamma", "bias": "beta"}.get((match.groups() or ("",))[-1], "")
+                filled = template.format(R=root + attr, B=root, P=parent, LN=layer_norm)
+                out[name] = match.expand(filled)
+                break
+        else:
+            raise CheckpointError(f"{name}: no model-zoo name for this parameter")
+    return out
 
 
 # The zoo's BertConfig defaults: nn.GELU() (tanh approximation) and nn.LayerNorm's epsilon 1e-7.

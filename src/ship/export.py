@@ -14,9 +14,11 @@ and the result of the export check ("verification", null when not checked). The 
 the file is complete (and removed with the file if the check fails), so a file without it is an interrupted or
 failed export; `src.ship.inference.load_runner` refuses such files.
 
-Exact GELU and ONNX: MindSpore cannot write the ONNX Erf op, so exact-GELU models are exported with a marker op
-that src/ship/onnx.py rewrites to a real Erf node (exact, never the tanh approximation). Models with `gelu_tanh`
-or `relu` are exported as they are.
+ONNX is written by src/ship/onnx_graph.py from the weights (onnx_exporter="graph", the default): dynamic batch and
+sequence length, Hugging Face's input names, order and dtype (input_ids, attention_mask, token_type_ids; int64),
+opset 17, exact GELU as ONNX Erf. onnx_exporter="mindspore" keeps MindSpore's own exporter (the model zoo's way):
+one traced shape, int32 inputs in our order, exact GELU through a marker op that src/ship/onnx.py rewrites to a
+real Erf node (exact, never the tanh approximation).
 
 Every export is checked by default: the file is run through its runner on a fixed batch and compared
 with the MindSpore Cell; a difference above PARITY_TOLERANCE removes the file and raises ExportError.
@@ -31,13 +33,14 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn
 
-from src.infra.files import file_sha256, write_json_atomic
-from src.model.checkpoint import load_model, read_metadata
+from src.infra.files import file_sha256, temporary_name, write_json_atomic
+from src.model.checkpoint import load_model, named_parameters, read_metadata
 from src.model.heads import LogitsOnly, head_spec
 from src.ship.format import (EXPORTABLE_HEADS, EXTENSIONS, FORMAT, FORMAT_VERSION, INPUT_NAMES, OUTPUT_NAME,
                              ExportError, metadata_path, normalize_format, output_path, output_shape)
 from src.ship.inference import load_runner
 from src.ship.onnx import ONNX_ERF_MARKER, finalize_onnx, onnx_export_copy
+from src.ship.onnx_graph import BATCH, HF_INPUT_NAMES, OPSET, SEQUENCE, build_onnx
 from src.config import BertConfig, to_dict
 
 logger = logging.getLogger(__name__)
@@ -49,6 +52,7 @@ logger = logging.getLogger(__name__)
 # <= 6.0e-6 on the real all-MiniLM-L6-v2 encoder and trained tiny models, <= 4e-7 on BERT-base and
 # TinyBERT-4 with random weights. The tolerance leaves room for other CPUs' kernels and larger logits.
 PARITY_TOLERANCE = {"MINDIR": (1e-5, 1e-5), "ONNX": (1e-4, 1e-4)}
+ONNX_EXPORTERS = ("graph", "mindspore")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -61,20 +65,27 @@ def current_device_target() -> str:
     return str(ms.get_context("device_target"))
 
 
-def check_request(file_format: str, dynamic_batch: bool = False) -> str:
+def check_request(file_format: str, dynamic_batch: bool = False, onnx_exporter: str = "graph") -> str:
     """Validate a format (and dynamic batch) before any work is done; returns the normalized format.
 
-    AIR needs the Ascend backend and CANN (MindSpore refuses it elsewhere); dynamic batch is MINDIR only.
+    AIR needs the Ascend backend and CANN (MindSpore refuses it elsewhere); a free batch needs MINDIR, or ONNX
+    from the graph exporter (always dynamic).
     """
     fmt = normalize_format(file_format)
+    if onnx_exporter not in ONNX_EXPORTERS:
+        raise ExportError(f"onnx_exporter: got {onnx_exporter!r}; expected one of {', '.join(ONNX_EXPORTERS)}")
+    if fmt == "ONNX" and onnx_exporter == "graph":
+        return fmt  # dynamic batch and sequence length whatever dynamic_batch says
     if fmt == "AIR" and current_device_target() != "Ascend":
         raise ExportError(f"file_format AIR: AIR export needs the Ascend backend with CANN installed; the current "
                           f"device target is {current_device_target()}. Run on an Ascend machine with "
                           f"--device_target Ascend, or export MINDIR (runs on CPU, GPU and Ascend) or ONNX here")
     if dynamic_batch and fmt != "MINDIR":
-        raise ExportError(f"dynamic_batch: supported only for MINDIR; MindSpore 2.10 exports {fmt} with fixed input "
-                          f"shapes. Export {fmt} with a fixed --batch_size (the runners' predict_batches pads the "
-                          f"last batch) or export MINDIR with --dynamic_batch")
+        raise ExportError(f"dynamic_batch: MindSpore 2.10's own exporter writes {fmt} with fixed input shapes. "
+                          + ("Leave out --onnx_exporter mindspore (the default ONNX export takes any batch and "
+                             "sequence length)" if fmt == "ONNX" else
+                             f"Export {fmt} with a fixed --batch_size (the runners' predict_batches pads the last "
+                             f"batch) or export MINDIR with --dynamic_batch"))
     return fmt
 
 
@@ -100,8 +111,10 @@ def head_of(net: nn.Cell) -> Dict[str, Any]:
     return spec
 
 
-def gelu_formulation(config: BertConfig, file_format: str) -> str:
+def gelu_formulation(config: BertConfig, file_format: str, onnx_exporter: str = "mindspore") -> str:
     """How the feed-forward activation appears in an export of this format (recorded in the JSON)."""
+    if config.hidden_act == "gelu" and normalize_format(file_format) == "ONNX" and onnx_exporter == "graph":
+        return "exact GELU 0.5*x*(1+erf(x/sqrt(2))) with the ONNX Erf op"
     if config.hidden_act == "gelu" and normalize_format(file_format) == "ONNX":
         return (f"exact GELU 0.5*x*(1+erf(x/sqrt(2))) with the ONNX Erf op (MindSpore cannot emit Erf: exported "
                 f"with a {ONNX_ERF_MARKER} marker, rewritten to Erf)")
@@ -145,11 +158,14 @@ def _max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0
 
 
-def verify_export(path: str, wrapper: LogitsOnly, batch_sizes: Tuple[int, ...], seq_length: int) -> Dict[str, Any]:
+def verify_export(path: str, wrapper: LogitsOnly, batch_sizes: Tuple[int, ...], seq_length: int,
+                  shapes: Optional[Tuple[Tuple[int, int], ...]] = None) -> Dict[str, Any]:
     """Run the exported file through its runner and the Cell on example_inputs; raise if they differ.
 
-    Returns {"max_abs_diff", "max_abs_logit", "tolerance", "batch_sizes", "seq_length"} for the JSON.
+    shapes: (batch, sequence length) pairs to check; default each of `batch_sizes` at `seq_length`.
+    Returns {"max_abs_diff", "max_abs_logit", "tolerance", "batch_sizes", "seq_length", "shapes"} for the JSON.
     """
+    shapes = tuple(shapes or ((batch, seq_length) for batch in batch_sizes))
 
     # MINDIR runs where this process runs (the device MindSpore already uses); ONNX on onnxruntime's CPU.
     on_mindspore = path.lower().endswith(EXTENSIONS["MINDIR"])
@@ -157,8 +173,8 @@ def verify_export(path: str, wrapper: LogitsOnly, batch_sizes: Tuple[int, ...], 
     fmt = runner.file_format
     config = runner.config
     worst, scale = 0.0, 0.0
-    for batch in batch_sizes:
-        ids, types, mask = example_inputs(config, batch, seq_length, seed=batch)
+    for batch, seq in shapes:
+        ids, types, mask = example_inputs(config, batch, seq, seed=batch)
         ref = wrapper(Tensor(ids), Tensor(types), Tensor(mask)).asnumpy()
         got = runner(ids, types, mask)
         worst = max(worst, _max_abs_diff(got, ref))
@@ -170,8 +186,8 @@ def verify_export(path: str, wrapper: LogitsOnly, batch_sizes: Tuple[int, ...], 
                           f"tolerance {tolerance:.3g} (max |logit| {scale:.3g}); the file was removed. Pass "
                           f"verify=False (--no_verify) to keep an unchecked export")
     return {"max_abs_diff": worst, "max_abs_logit": scale, "tolerance": tolerance,
-            "batch_sizes": list(batch_sizes), "seq_length": seq_length,
-            "reference": "MindSpore Cell, eval mode, same process"}
+            "batch_sizes": sorted({b for b, _ in shapes}), "seq_length": max(s for _, s in shapes),
+            "shapes": [list(shape) for shape in shapes], "reference": "MindSpore Cell, eval mode, same process"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -183,11 +199,33 @@ def _remove(*paths: str) -> None:
             os.remove(path)
 
 
+def _write_onnx_graph(net: nn.Cell, path: str) -> Tuple[int, Dict[str, Any]]:
+    """ONNX from the weights (src/ship/onnx_graph.py), dynamic [batch, sequence]; written atomically."""
+    try:
+        import onnx  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        raise ExportError("ONNX export needs the onnx package: pip install onnx") from None
+    params = {name: p.asnumpy() for name, p in named_parameters(net)}
+    model = build_onnx(params, net.config, head_of(net))
+    onnx.checker.check_model(model)
+    tmp = temporary_name(path)
+    try:
+        onnx.save(model, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    erf = sum(1 for node in model.graph.node if node.op_type == "Erf")
+    return erf, {"opset": OPSET, "exporter": "graph"}
+
+
 def _write_file(net: nn.Cell, wrapper: LogitsOnly, fmt: str, path: str, batch_dim: Optional[int],
-                seq_length: int) -> Tuple[int, Dict[str, int]]:
+                seq_length: int, onnx_exporter: str = "mindspore") -> Tuple[int, Dict[str, Any]]:
     """Trace `wrapper` at [batch_dim, seq_length] (None: a free batch) and write `path`; returns (Erf markers
-    rewritten, ONNX details)."""
+    rewritten, ONNX details). ONNX from the graph exporter is written from the weights instead (no trace)."""
     config: BertConfig = net.config
+    if fmt == "ONNX" and onnx_exporter == "graph":
+        return _write_onnx_graph(net, path)
     if batch_dim is None:
         trace = [Tensor(shape=[None, seq_length], dtype=ms.int32) for _ in INPUT_NAMES]
     else:
@@ -203,13 +241,15 @@ def _write_file(net: nn.Cell, wrapper: LogitsOnly, fmt: str, path: str, batch_di
     del exported
     if not os.path.isfile(path):
         raise ExportError(f"{path}: MindSpore's ONNX exporter did not write the file (see its log above)")
-    return markers, finalize_onnx(path, markers)
+    return markers, dict(finalize_onnx(path, markers), exporter="mindspore")
 
 
 def _description(path: str, fmt: str, config: BertConfig, head: Dict[str, Any], batch_dim: Optional[int],
-                 seq_length: int, markers: int, onnx_info: Dict[str, int]) -> Dict[str, Any]:
+                 seq_length: Optional[int], markers: int, onnx_info: Dict[str, Any]) -> Dict[str, Any]:
     """The `<file>.json` content of a written export (before its check)."""
     shape = [batch_dim, seq_length]
+    graph = onnx_info.get("exporter") == "graph"
+    names, dtype = (HF_INPUT_NAMES, "int64") if graph else (INPUT_NAMES, "int32")
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -219,13 +259,16 @@ def _description(path: str, fmt: str, config: BertConfig, head: Dict[str, Any], 
         "sha256": file_sha256(path),
         "model": to_dict(config),
         "head": head,
-        "inputs": [{"name": name, "shape": shape, "dtype": "int32"} for name in INPUT_NAMES],
+        "inputs": [{"name": name, "shape": shape, "dtype": dtype} for name in names],
         "outputs": [{"name": OUTPUT_NAME, "shape": output_shape(config, head, batch_dim, seq_length),
                      "dtype": "float32"}],
         "batch_size": batch_dim,
         "seq_length": seq_length,
         "dynamic_batch": batch_dim is None,
-        "gelu": {"hidden_act": config.hidden_act, "formulation": gelu_formulation(config, fmt),
+        "dynamic_axes": {BATCH: 0, SEQUENCE: 1} if graph else ({"batch_size": 0} if batch_dim is None else {}),
+        "onnx_exporter": onnx_info.get("exporter"),
+        "gelu": {"hidden_act": config.hidden_act,
+                 "formulation": gelu_formulation(config, fmt, onnx_info.get("exporter") or "mindspore"),
                  "erf_nodes": markers if fmt == "ONNX" else None},
         "onnx_opset": onnx_info["opset"] if fmt == "ONNX" else None,
         "source_checkpoint": None,
@@ -236,18 +279,23 @@ def _description(path: str, fmt: str, config: BertConfig, head: Dict[str, Any], 
 
 def export_network(net: nn.Cell, file_format: str, output: str, batch_size: int = 1, seq_length: int = 128,
                    dynamic_batch: bool = False, verify: bool = True,
-                   source_checkpoint: Optional[str] = None) -> str:
+                   source_checkpoint: Optional[str] = None, onnx_exporter: str = "graph") -> str:
     """Export `LogitsOnly(net)` to `output` (+ the format's extension) and write `<file>.json`; returns the file.
 
     net: a task head from src.model.bert (sequence_classification, token_classification or masked_lm).
     file_format: "MINDIR", "ONNX" or "AIR" (AIR only with the Ascend backend).
     batch_size, seq_length: the int32 input shape [B, S]; S <= max_position_embeddings.
-    dynamic_batch: MINDIR only; the batch dimension is left free ([None, S]).
+    dynamic_batch: MINDIR (and ONNX from MindSpore's exporter, which refuses it); the batch dimension is left
+        free ([None, S]).
+    onnx_exporter: "graph" (default): ONNX written from the weights, any batch and sequence length, int64 inputs
+        in Hugging Face's order; batch_size and seq_length then only set the largest shape checked.
+        "mindspore": MindSpore's exporter at the fixed [batch_size, seq_length], int32 inputs in our order.
     verify: run the written file and the Cell on a fixed batch and compare (see PARITY_TOLERANCE); AIR
         files cannot be run here and are not checked.
     source_checkpoint: recorded in the JSON with its SHA-256 (export_checkpoint passes it).
     """
-    fmt = check_request(file_format, dynamic_batch)
+    fmt = check_request(file_format, dynamic_batch, onnx_exporter)
+    graph = fmt == "ONNX" and onnx_exporter == "graph"
     head = head_of(net)
     config: BertConfig = net.config
     check_shapes(config, batch_size, seq_length)
@@ -260,14 +308,14 @@ def export_network(net: nn.Cell, file_format: str, output: str, batch_size: int 
 
     was_training = net.training
     wrapper = LogitsOnly(net)
-    batch_dim = None if dynamic_batch else int(batch_size)
+    batch_dim = None if dynamic_batch or graph else int(batch_size)
     try:
-        markers, onnx_info = _write_file(net, wrapper, fmt, path, batch_dim, int(seq_length))
+        markers, onnx_info = _write_file(net, wrapper, fmt, path, batch_dim, int(seq_length), onnx_exporter)
     except BaseException:
         _remove(path)
         net.set_train(was_training)
         raise
-    meta = _description(path, fmt, config, head, batch_dim, int(seq_length), markers, onnx_info)
+    meta = _description(path, fmt, config, head, batch_dim, None if graph else int(seq_length), markers, onnx_info)
     if source_checkpoint:
         source_meta = read_metadata(source_checkpoint)
         meta["source_checkpoint"] = {"path": os.path.abspath(source_checkpoint),
@@ -279,7 +327,10 @@ def export_network(net: nn.Cell, file_format: str, output: str, batch_size: int 
         if verify and fmt != "AIR":
             wrapper.set_train(False)
             batches = (1, 3) if dynamic_batch else (int(batch_size),)
-            meta["verification"] = verify_export(path, wrapper, batches, int(seq_length))
+            shapes = None
+            if graph:  # a traced B or S that leaked into a constant shows only at other shapes: B=1, S=1, odd S
+                shapes = ((1, 1), (int(batch_size), int(seq_length)), (3, max(1, min(int(seq_length), 13))))
+            meta["verification"] = verify_export(path, wrapper, batches, int(seq_length), shapes)
             write_json_atomic(meta_file, meta)
     except BaseException:
         _remove(path, meta_file)
@@ -291,13 +342,14 @@ def export_network(net: nn.Cell, file_format: str, output: str, batch_size: int 
 
 
 def export_checkpoint(checkpoint: str, file_format: str, output: str, batch_size: int = 1,
-                      seq_length: Optional[int] = None, dynamic_batch: bool = False, verify: bool = True) -> str:
+                      seq_length: Optional[int] = None, dynamic_batch: bool = False, verify: bool = True,
+                      onnx_exporter: str = "graph") -> str:
     """Load `checkpoint` strictly with src.model.checkpoint.load_model and export it (see export_network).
 
     seq_length: the exported input length; when None, the model's max_position_embeddings (pass it
     explicitly: the CLI's default is 128). Returns the written file.
     """
-    check_request(file_format, dynamic_batch)  # fail before the (possibly slow) load
+    check_request(file_format, dynamic_batch, onnx_exporter)  # fail before the (possibly slow) load
     if not os.path.isfile(checkpoint):
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
     net = load_model(checkpoint)
@@ -305,6 +357,7 @@ def export_checkpoint(checkpoint: str, file_format: str, output: str, batch_size
         seq_length = net.config.max_position_embeddings
         logger.info("seq_length not given: using max_position_embeddings = %d", seq_length)
     return export_network(net, file_format, output, batch_size=batch_size, seq_length=seq_length,
-                          dynamic_batch=dynamic_batch, verify=verify, source_checkpoint=checkpoint)
+                          dynamic_batch=dynamic_batch, verify=verify, source_checkpoint=checkpoint,
+                          onnx_exporter=onnx_exporter)
 
 

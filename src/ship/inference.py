@@ -207,12 +207,17 @@ class OnnxRunner(Runner):
         if threads:
             options.intra_op_num_threads = int(threads)
         self.session = ort.InferenceSession(path, sess_options=options, providers=[provider])
-        names = [i.name for i in self.session.get_inputs()]
-        if names != list(INPUT_NAMES):
-            raise ExportError(f"{path}: graph inputs are {names}; expected {list(INPUT_NAMES)}")
+        # Inputs by name, in the file's order and dtype: int64 in Hugging Face's order (input_ids, attention_mask,
+        # token_type_ids) from the graph exporter, int32 in ours from MindSpore's.
+        self._feeds = [(i.name, np.int64 if i.type == "tensor(int64)" else np.int32)
+                       for i in self.session.get_inputs()]
+        names = [name for name, _ in self._feeds]
+        if sorted(names) != sorted(INPUT_NAMES):
+            raise ExportError(f"{path}: graph inputs are {names}; expected {', '.join(INPUT_NAMES)} (in any order)")
 
     def _run(self, ids, types, mask):
-        feeds = dict(zip(INPUT_NAMES, (ids, types, mask)))
+        given = dict(zip(INPUT_NAMES, (ids, types, mask)))
+        feeds = {name: given[name].astype(dtype, copy=False) for name, dtype in self._feeds}
         return self.session.run([OUTPUT_NAME], feeds)[0]
 
 

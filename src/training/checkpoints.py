@@ -114,8 +114,18 @@ def load_fit_dense(fit_dense: nn.Cell, path: str) -> bool:
 
 
 def fit_dense_beside(student_ckpt: str) -> Optional[str]:
-    """The fit_dense.ckpt saved in the same run directory as `student_ckpt`, if there is one."""
-    path = os.path.join(os.path.dirname(os.path.abspath(student_ckpt)), FIT_DENSE)
+    """The GD projection that goes with `student_ckpt`, if there is one: the file its sidecar names ("fit_dense",
+    written by scripts/convert_checkpoint.py for a released General TinyBERT), else the fit_dense.ckpt saved in the
+    same run directory. A sidecar naming a file that is not there is an error, not a fresh projection."""
+    folder = os.path.dirname(os.path.abspath(student_ckpt))
+    named = (ckpt.read_metadata(student_ckpt).get("fit_dense") or {}).get("file")
+    if named:
+        path = os.path.join(folder, named)
+        if not os.path.isfile(path):
+            raise ckpt.CheckpointError(f"{student_ckpt}: its .json names the projection {named}, which is not in "
+                                       f"{folder}; copy it beside the checkpoint (or convert again)")
+        return path
+    path = os.path.join(folder, FIT_DENSE)
     return path if os.path.isfile(path) else None
 
 

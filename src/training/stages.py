@@ -87,8 +87,9 @@ def run_general_distill(cfg: GDConfig, runtime: Runtime, overwrite: bool = False
             sources = copy_teacher_layers(student, teacher, cfg.checkpoint.student_init, pairs)
             started["student"] = {"init": cfg.checkpoint.student_init, "teacher_layers": [i + 1 for i in sources]}
     fit_dense = build_fit_dense(cfg.student, cfg.teacher, pairs, cfg.distill.fit_dense)
-    if student_path and fit_dense_beside(student_path):
-        load_fit_dense(fit_dense, fit_dense_beside(student_path))
+    beside = fit_dense_beside(student_path) if student_path else None
+    if beside and load_fit_dense(fit_dense, beside):
+        started["fit_dense"] = source_of(beside)
     loss_net = DistillLoss(student, teacher, "gd", cfg.distill, pairs, fit_dense=fit_dense)
     stage = _stage(cfg, runtime, backend, progress, name="gd", run_dir=cfg.run.output_dir, stage=cfg.gd,
                    loss_net=loss_net, student=student, data=cfg.data, columns=GD_COLUMNS, config=config,
@@ -144,8 +145,9 @@ def run_phase1(cfg: TDConfig, runtime: Runtime, overwrite: bool = False, progres
     student, student_source, student_path = initial_student(cfg, teacher, backend)
     fit_dense = build_fit_dense(cfg.student, cfg.teacher, pairs, cfg.distill.fit_dense)
     beside = fit_dense_beside(student_path) if student_path else None
-    if beside:
-        load_fit_dense(fit_dense, beside)
+    started = {"teacher": source_of(path), "student": student_source}
+    if beside and load_fit_dense(fit_dense, beside):
+        started["fit_dense"] = source_of(beside)
     # With stored logits for phase 2, phase 1 keeps the teacher's logits it computes anyway (src/distill/teacher_cache.py).
     # Not in sink mode: its graph returns only the last step of a chunk (phase 2 then runs the teacher once).
     collect = (cfg.distill.store_teacher_logits and teacher_cache.supported(cfg.task.type)
@@ -154,8 +156,7 @@ def run_phase1(cfg: TDConfig, runtime: Runtime, overwrite: bool = False, progres
                            emit_teacher_logits=collect)
     stage = _stage(cfg, runtime, backend, progress, name="phase1", run_dir=stage_dirs(cfg)["phase1"],
                    stage=cfg.td.phase1, loss_net=loss_net, student=student, data=cfg.data, columns=TD_COLUMNS,
-                   config=config, started_from={"teacher": source_of(path), "student": student_source},
-                   fit_dense=fit_dense,
+                   config=config, started_from=started, fit_dense=fit_dense,
                    logit_collector=teacher_cache.LogitCollector(config["teacher_sha256"]) if collect else None,
                    manifest_fields={"layer_map": [list(p) for p in pairs], "full_config": to_dict(cfg)})
     return run_stage(stage, resume)
