@@ -14,7 +14,9 @@
               phase 2 (soft cross-entropy on the teacher's logits), on the augmented data;
  6. ship      the best student exported to MINDIR, the offline-inference chain (preprocess.py ->
               scripts/run_infer_cpu.py -> postprocess.py, the Ascend 310 file contract) on the whole dev set,
-              checked against the in-framework accuracy, and predict.py on three sentences;
+              checked against the in-framework accuracy, and predict.py on three sentences; then out to other
+              ecosystems (README "Deploy"): a Hugging Face folder checked against transformers, and a
+              dynamic-shape ONNX file checked against MindSpore that must label the sentences as the MINDIR does;
  7. report    a table (accuracy, parameters, checkpoint size, batch-1 latency, speedup, artefacts) printed
               and written to OUT/results.md and OUT/results.json, and OUT/curves.png.
 
@@ -239,7 +241,7 @@ def main(argv=None):
     student_dir = os.path.join(out, "phase2")
 
     # 6. ship: export, offline-inference chain, predict --------------------------------------------------
-    log("6/7 export to MINDIR, offline-inference chain on the dev set, predict")
+    log("6/7 export to MINDIR, offline-inference chain on the dev set, predict, Hugging Face and ONNX out")
     deploy = os.path.join(out, "deploy")
     exports = {}
     for name, run_dir, batch in (("student", student_dir, 32), ("student_b1", student_dir, 1),
@@ -270,6 +272,7 @@ def main(argv=None):
     predictions = run(["predict.py", "--model", exports["student"], "--vocab_file", vocab, "--labels_file", labels,
                        *EXAMPLES], capture=True)
     print(predictions, end="")
+    deployed = deploy_elsewhere(student_dir, deploy, seq, vocab, labels, predictions)
 
     # 7. report ------------------------------------------------------------------------------------------
     log("7/7 report")
@@ -288,6 +291,7 @@ def main(argv=None):
     results["offline_chain_accuracy"] = chain_acc
     results["in_framework_accuracy"] = in_framework
     results["speedup_batch1"] = latency["teacher"] / latency["student"]
+    results["deploy"] = deployed
     results["examples"] = student_manifest["metrics"]["best"]["sets"][student_manifest["metrics"]["best"]["select_set"]]["examples"]
     run(["scripts/plot_metrics.py", teacher_dir, gd_dir, os.path.join(out, "phase1"), student_dir,
          "--output", os.path.join(out, "curves.png")])
@@ -299,6 +303,30 @@ def main(argv=None):
         json.dump(results, f, indent=2)
     log(f"done in {(time.time() - started) / 60:.1f} min; table in {out}/results.md, curves in {out}/curves.png")
     return 0
+
+
+def _labels_of(predict_output):
+    """The predicted label of each line predict.py printed (its first tab-separated field)."""
+    return [line.split("\t")[0] for line in predict_output.splitlines() if line.strip()]
+
+
+def deploy_elsewhere(student_dir, deploy, seq, vocab, labels, mindir_predictions):
+    """README "Deploy": the student as a Hugging Face folder (convert_checkpoint.py to-hf checks it against
+    transformers when torch and transformers are installed) and as a dynamic-shape ONNX file (export.py checks it
+    against MindSpore); predict.py on the ONNX file must label the examples as the MINDIR did."""
+    hf_dir = os.path.join(deploy, "hf-sst2")
+    if not os.path.isfile(os.path.join(hf_dir, "model.safetensors")):
+        run(["scripts/convert_checkpoint.py", "to-hf", "--input", student_dir, "--output", hf_dir, "--overwrite"])
+    onnx_path = os.path.join(deploy, "student.onnx")
+    if not (os.path.isfile(onnx_path) and os.path.isfile(onnx_path + ".json")):
+        run(["export.py", "--checkpoint", os.path.join(student_dir, "best.ckpt"), "--file_format", "ONNX",
+             "--file_name", onnx_path, "--seq_length", str(seq)])
+    onnx_predictions = run(["predict.py", "--model", onnx_path, "--vocab_file", vocab, "--labels_file", labels,
+                            *EXAMPLES], capture=True)
+    if _labels_of(onnx_predictions) != _labels_of(mindir_predictions):
+        sys.exit(f"demo: the ONNX export labels the examples {_labels_of(onnx_predictions)}, the MINDIR export "
+                 f"{_labels_of(mindir_predictions)}: they must agree")
+    return {"hugging_face": hf_dir, "onnx": onnx_path}
 
 
 def _model_row(found, run_dir, latency):
@@ -347,6 +375,7 @@ def _table(results, out, gd_manifest, args):
               f"{results['offline_chain_accuracy']:.4f}, equal to the in-framework evaluation of the same checkpoint "
               f"({results['in_framework_accuracy']:.4f})",
               f"- artefacts: teacher {t['checkpoint']}; student {s['checkpoint']}; MINDIR {out}/deploy/student.mindir; "
+              f"Hugging Face {results['deploy']['hugging_face']}; ONNX {results['deploy']['onnx']}; "
               f"curves {out}/curves.png; every run directory holds manifest.json and metrics.jsonl"]
     del args
     return "\n".join(lines)

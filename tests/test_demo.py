@@ -52,6 +52,13 @@ def test_demo_runs_every_stage_and_reports(demo):
     assert "| teacher: all-MiniLM-L6-v2 fine-tuned | 6 x 384 |" in table and "student: TinyBERT" in table
     assert (out / "curves.png").stat().st_size > 10_000
     assert (out / "deploy" / "student.mindir").is_file()
+    # README "Deploy": the Hugging Face folder, checked against transformers (installed by setup.sh), and the
+    # dynamic-shape ONNX file, checked against MindSpore; predict.py on it labelled the sentences as the MINDIR did.
+    hf = out / "deploy" / "hf-sst2"
+    assert json.loads((hf / "config.json").read_text())["architectures"] == ["BertForSequenceClassification"]
+    assert "check: max |transformers BertForSequenceClassification - ours| = " in proc.stdout
+    assert "check: max |logits - MindSpore network|" in proc.stdout and (out / "deploy" / "student.onnx").is_file()
+    assert results["deploy"] == {"hugging_face": str(hf), "onnx": str(out / "deploy" / "student.onnx")}
     # predict.py ran on the three example sentences: one line each, label, probability, sentence.
     lines = [l for l in proc.stdout.splitlines() if l.endswith(("moving film .", "is worse .", "worth seeing ."))]
     assert len(lines) == 3 and all(l.split("\t")[0] in ("0", "1") for l in lines)
