@@ -33,13 +33,13 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn
 
-from src.infra.files import file_sha256, temporary_name, write_json_atomic
+from src.infra.files import file_sha256, write_json_atomic
 from src.model.checkpoint import load_model, named_parameters, read_metadata
 from src.model.heads import LogitsOnly, head_spec
 from src.ship.format import (EXPORTABLE_HEADS, EXTENSIONS, FORMAT, FORMAT_VERSION, INPUT_NAMES, OUTPUT_NAME,
                              ExportError, metadata_path, normalize_format, output_path, output_shape)
 from src.ship.inference import load_runner
-from src.ship.onnx import ONNX_ERF_MARKER, finalize_onnx, onnx_export_copy
+from src.ship.onnx import ONNX_ERF_MARKER, finalize_onnx, onnx_export_copy, save_onnx
 from src.ship.onnx_graph import BATCH, HF_INPUT_NAMES, OPSET, SEQUENCE, build_onnx
 from src.config import BertConfig, to_dict
 
@@ -202,19 +202,12 @@ def _remove(*paths: str) -> None:
 def _write_onnx_graph(net: nn.Cell, path: str) -> Tuple[int, Dict[str, Any]]:
     """ONNX from the weights (src/ship/onnx_graph.py), dynamic [batch, sequence]; written atomically."""
     try:
-        import onnx  # pylint: disable=import-outside-toplevel
+        import onnx  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
     except ImportError:
         raise ExportError("ONNX export needs the onnx package: pip install onnx") from None
     params = {name: p.asnumpy() for name, p in named_parameters(net)}
     model = build_onnx(params, net.config, head_of(net))
-    onnx.checker.check_model(model)
-    tmp = temporary_name(path)
-    try:
-        onnx.save(model, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    save_onnx(model, path)
     erf = sum(1 for node in model.graph.node if node.op_type == "Erf")
     return erf, {"opset": OPSET, "exporter": "graph"}
 

@@ -112,6 +112,14 @@ def finalize_onnx(path: str, expected_markers: int) -> Dict[str, int]:
             if info.name == old:
                 info.name = OUTPUT_NAME
         graph.output[0].name = OUTPUT_NAME
+    save_onnx(model, path)
+    return {"erf_nodes": len(markers), "opset": opset}
+
+
+def save_onnx(model, path: str) -> None:
+    """Check `model` (onnx.checker) and write it to `path` atomically (a temporary name, then renamed)."""
+    import onnx  # pylint: disable=import-outside-toplevel
+
     onnx.checker.check_model(model)
     tmp = temporary_name(path)
     try:
@@ -120,4 +128,3 @@ def finalize_onnx(path: str, expected_markers: int) -> Dict[str, int]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    return {"erf_nodes": len(markers), "opset": opset}
