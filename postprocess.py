@@ -3,12 +3,13 @@
     python postprocess.py --preprocess_path ./preprocess_Result --result_path ./result_Files
 
 Reads meta.json and the label batches written by preprocess.py, and the float32 logits
-`<result_path>/tinybert_bs{B}_{i}_0.bin` of every batch: [B, C] for classification, [B*S, C] (the same bytes
-as [B, S, C]) for NER. Padding rows of the last batch are dropped (meta.json says how many rows are real),
-then the task metric of src.metrics.evaluate is computed: accuracy (or F1 of class 1) for classification,
-entity-level span F1 with the tag names of labels.json for NER. Prints the metric and writes the full result
-as JSON (--output). Exit status 1, with the file and the expected byte size named, when a .bin file is missing
-or has the wrong size.
+`<result_path>/tinybert_bs{B}_{i}_0.bin` of every batch: [B, C] for classification, [B, 1] for regression,
+[B*S, C] (the same bytes as [B, S, C]) for NER. Padding rows of the last batch are dropped (meta.json says how
+many rows are real), then the task metric of src.metrics.evaluate is computed: accuracy (or F1 of class 1, or
+Matthews correlation) for classification, Pearson (and Spearman) correlation with the float32 scores of the
+label files for regression, entity-level span F1 with the tag names of labels.json for NER. Prints the metric and
+writes the full result as JSON (--output). Exit status 1, with the file and the expected byte size named, when a
+.bin file is missing or has the wrong size.
 
 This script needs only NumPy (no MindSpore), so it also runs on a machine that just holds the result files.
 """
@@ -26,9 +27,9 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from src.ship.offline import (LABEL_DIR, BinFileError, batch_file_name, label_shape, logits_shape,  # noqa: E402
-                              read_bin, read_meta, result_file_name)
-from src.metrics import evaluate  # noqa: E402
+from src.ship.offline import (LABEL_DIR, BinFileError, batch_file_name, label_dtype, label_shape,  # noqa: E402
+                              logits_shape, read_bin, read_meta, result_file_name)
+from src.metrics import METRICS, evaluate  # noqa: E402
 
 
 def _load_label_names(path: str, expected: int) -> list:
@@ -48,7 +49,8 @@ def _load_label_names(path: str, expected: int) -> list:
 def collect(preprocess_path: str, result_path: str, output_index: int = 0) -> Dict[str, Any]:
     """Read every batch's logits and labels; returns {"meta", "logits", "labels"} with padding rows removed.
 
-    logits: [N, C] (classification) or [N*S, C] (NER); labels: [N] or [N, S].
+    logits: [N, C] (classification; [N, 1] regression) or [N*S, C] (NER); labels: [N] (float32 scores for
+    regression) or [N, S].
 
     Raises:
         BinFileError: missing or wrongly sized meta.json / label / result file (named, with expected size).
@@ -59,8 +61,8 @@ def collect(preprocess_path: str, result_path: str, output_index: int = 0) -> Di
     logits, labels = [], []
     for i in range(n_batches):
         name = batch_file_name(b, i)
-        labels.append(read_bin(os.path.join(preprocess_path, LABEL_DIR, name), np.int32, label_shape(meta),
-                               f"label ids of batch {i} of {n_batches}"))
+        labels.append(read_bin(os.path.join(preprocess_path, LABEL_DIR, name), label_dtype(meta), label_shape(meta),
+                               f"labels of batch {i} of {n_batches}"))
         logits.append(read_bin(os.path.join(result_path, result_file_name(name, output_index)), np.float32,
                                per_batch_logits, f"float32 logits of batch {i} of {n_batches}"))
     rows = meta["num_rows"]
@@ -95,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder written by preprocess.py (meta.json, label_ids/); default %(default)s")
     parser.add_argument("--result_path", default="./result_Files",
                         help="folder of the runner's tinybert_bs{B}_{i}_0.bin files; default %(default)s")
-    parser.add_argument("--metric", choices=["accuracy", "f1", "entity_f1"],
+    parser.add_argument("--metric", choices=list(METRICS),
                         help="override the metric recorded by preprocess.py")
     parser.add_argument("--labels_file", help="override the labels.json recorded by preprocess.py")
     parser.add_argument("--output", help="JSON file for the full result (default <result_path>/metric.json)")
@@ -115,7 +117,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         f.write("\n")
     metric = result["metric"]
     line = f"{metric}: {result['score']:.6f} ({result['examples']} examples, {result['num_batches']} batches)"
-    if metric == "entity_f1":
+    if metric in ("f1", "mcc"):
+        line += f"; accuracy {result['accuracy']:.6f}"
+    elif metric == "pearson":
+        line += f"; spearman {result['spearman']:.6f}"
+    elif metric == "entity_f1":
         line += f"; precision {result['precision']:.6f}, recall {result['recall']:.6f}, " \
                 f"token accuracy {result['token_accuracy']:.6f}"
     print(line)

@@ -15,6 +15,8 @@ a fixed-shape export, else --seq_length) and run in batches through src.ship.inf
 Output, one line per input:
     classification, text:  <label><TAB><probability><TAB><input line>
     classification, jsonl: {"text", ["text_pair",] "label", "label_id", "probability", "probabilities"}
+    regression, text:      <score><TAB><input line>          (a one-output head, e.g. STS-B: the raw prediction)
+    regression, jsonl:     {"text", ["text_pair",] "score"}
     NER, text:             <input line><TAB><type>:<span>[<start>,<end>] ...   (character offsets, end inclusive)
     NER, jsonl:            {"text", "entities": [{"type", "text", "start", "end"}], "tags"}
 Label names come from --labels_file (the labels.json the converters write beside the records); without it,
@@ -184,6 +186,18 @@ def classification_records(examples: Sequence[Example], logits: np.ndarray,
     return records
 
 
+def regression_records(examples: Sequence[Example], logits: np.ndarray) -> List[Dict[str, Any]]:
+    """One output record per example of a one-output (regression) head: its prediction, as is."""
+    records = []
+    for (_, a, b), value in zip(examples, np.asarray(logits).reshape(-1)):
+        record: Dict[str, Any] = {"text": a}
+        if b is not None:
+            record["text_pair"] = b
+        record["score"] = float(value)
+        records.append(record)
+    return records
+
+
 def ner_records(examples: Sequence[Example], logits: np.ndarray, names: Sequence[str]) -> List[Dict[str, Any]]:
     """One output record per example: entities and character tags from the argmax of [N, S, C] logits."""
     predicted = np.asarray(logits).argmax(-1)
@@ -200,6 +214,8 @@ def format_text(record: Dict[str, Any]) -> str:
         spans = " ".join(f"{e['type']}:{e['text']}[{e['start']},{e['end']}]" for e in record["entities"])
         return f"{record['text']}\t{spans or '(no entities)'}"
     text = record["text"] + (f"\t{record['text_pair']}" if "text_pair" in record else "")
+    if "score" in record:
+        return f"{record['score']:.4f}\t{text}"
     return f"{record['label']}\t{record['probability']:.4f}\t{text}"
 
 
@@ -220,6 +236,17 @@ def resolve_seq_length(runner: Any, requested: Optional[int]) -> int:
 
 def label_names(runner: Any, labels_file: Optional[str], ner: bool) -> List[str]:
     """Label names from --labels_file (checked against the model's label count), else "0".."C-1"."""
+    if runner.num_labels == 1 and not ner:  # a regression head: no classes; a labels file must be such a task's
+        if labels_file is not None:
+            if not os.path.isfile(labels_file):
+                raise InputError(f"--labels_file {labels_file} does not exist")
+            names = load_label_map(labels_file)  # checks the file is a labels.json
+            with open(labels_file, encoding="utf-8") as f:
+                if json.load(f).get("type") != "regression":
+                    raise InputError(f"--labels_file {labels_file} is a classification task's labels.json, but "
+                                     f"{runner.path} has one output (a regression head, e.g. STS-B)")
+            return names
+        return ["score"]
     if labels_file is None:
         if ner:
             raise InputError(f"{runner.path} is a token-classification (NER) model: --labels_file (the labels.json "
@@ -266,7 +293,12 @@ def predict(args: argparse.Namespace, stdin: Any, stdout: Any) -> int:
         truncated += cut
         logits = runner.predict_batches(ids, types, mask,
                                         batch_size=None if runner.batch_size else args.batch_size)
-        records = (ner_records if ner else classification_records)(chunk, logits, names)
+        if ner:
+            records = ner_records(chunk, logits, names)
+        elif runner.num_labels == 1:  # a regression head (STS-B): its prediction, no softmax
+            records = regression_records(chunk, logits)
+        else:
+            records = classification_records(chunk, logits, names)
         for record in records:
             line = json.dumps(record, ensure_ascii=False) if args.format == "jsonl" else format_text(record)
             stdout.write(line + "\n")

@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="classification (label per row) or ner (label per token)")
     parser.add_argument("--labels_file",
                         help="labels.json of the records (default: labels.json beside the first record file)")
-    parser.add_argument("--metric", help="accuracy (default) or f1 for classification; entity_f1 for ner")
+    parser.add_argument("--metric", help="accuracy (default), f1 or mcc for classification; entity_f1 for ner; "
+                                         "pearson for regression")
     return parser
 
 

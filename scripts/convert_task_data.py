@@ -5,7 +5,11 @@
   python scripts/convert_task_data.py --task cluener --input ../shared/data/clue/cluener/dev.json \
       --output data/cluener/dev.mindrecord --vocab_file ../shared/data/vocab/bert-base-chinese-vocab.txt \
       --label_map data/cluener/labels.json
+  python scripts/convert_task_data.py --task stsb --input glue/STS-B/train.tsv --output data/stsb/train.mindrecord \
+      --vocab_file ../shared/data/vocab/bert-base-uncased-vocab.txt
 
+Tasks: GLUE sst2, mnli, qnli, cola (Matthews correlation), mrpc and qqp (F1), stsb (regression: float32 scores
+0..5, Pearson / Spearman) in their official TSV layouts; CLUE tnews, cluener; tsv and label_text for other data.
 Prints a summary (rows read / written / skipped / truncated, files). Exit status 1 on a malformed row
 unless --skip_bad_rows.
 """
@@ -21,7 +25,9 @@ from src.data.task_data import TAG_PREFIXES, TASKS, BadRowError, convert_task_da
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", required=True, choices=TASKS, help="input format (see src/data/task_data.py)")
+    parser.add_argument("--task", required=True, choices=TASKS, help="input format: GLUE sst2, mnli, qnli, "
+                        "cola, mrpc, qqp, stsb (official TSVs); CLUE tnews, cluener; generic tsv, label_text "
+                        "(see src/data/task_data.py)")
     parser.add_argument("--input", required=True, help="TSV or JSON-lines file to convert")
     parser.add_argument("--output", required=True, help="records to write, e.g. out/train.mindrecord; "
                         "labels.json goes in the same folder")

@@ -231,8 +231,22 @@ class TaskConfig:
     type: Literal["classification", "ner", "regression"] = "classification"  # head and loss
     num_labels: int = _bounded(2, gt=0)  # classes (tags for NER)
     labels: Tuple[str, ...] = ()  # label order; pinned for MNLI because teachers differ
-    metric: Literal["accuracy", "f1", "entity_f1", "pearson"] = "accuracy"  # selects best.ckpt
+    metric: Literal["accuracy", "f1", "mcc", "entity_f1", "pearson"] = "accuracy"  # selects best.ckpt
     pooled_activation: Literal["relu", "none"] = "relu"  # TinyBERT applies ReLU to the pooled output
+
+    def validate(self, where: str) -> None:
+        """The metric must score what the head outputs: regression has one output, scored by pearson (which
+        scores nothing else); f1 and mcc score class ids."""
+        if self.type == "regression" and self.num_labels != 1:
+            raise ConfigError(f"{where}: task.num_labels: got {self.num_labels}; a regression task has one output: "
+                              f"set task.num_labels: 1")
+        if (self.type == "regression") != (self.metric == "pearson"):
+            raise ConfigError(f"{where}: task.metric: got {self.metric!r} for task.type {self.type!r}; regression "
+                              f"is scored by pearson (Pearson and Spearman correlation) and pearson only scores "
+                              f"regression")
+        if self.metric in ("f1", "mcc") and self.type != "classification":
+            raise ConfigError(f"{where}: task.metric: got {self.metric!r} for task.type {self.type!r}; f1 and mcc "
+                              f"score sentence classification (use entity_f1 for ner)")
 
 
 @dataclass(frozen=True)
@@ -287,6 +301,7 @@ class TDConfig:
 
     def validate(self, where: str) -> None:
         _validate_models(self, where)
+        self.task.validate(where)
         if self.task.num_labels < 1:
             raise ConfigError(f"{where}: task.num_labels: got {self.task.num_labels}; expected >= 1")
         if self.task.labels and len(self.task.labels) != self.task.num_labels:

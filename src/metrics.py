@@ -1,8 +1,10 @@
 """Evaluation metrics, each the one the task is judged by (not token accuracy for NER).
 
 - accuracy: SST-2, QNLI, MNLI (matched and mismatched are two eval sets), TNEWS;
+- F1 of class 1 (with accuracy beside it, as GLUE reports them): MRPC, QQP;
+- Matthews correlation (with accuracy beside it): CoLA;
 - entity-level span F1 (micro, exact type and boundaries) for CLUENER, from BIOES / BMES / BIO tags;
-- Pearson and Spearman correlation for regression tasks.
+- Pearson and Spearman correlation for regression tasks (STS-B).
 
 All functions take numpy arrays and return Python floats, so training, postprocess.py and tests share them.
 """
@@ -153,29 +155,65 @@ def binary_f1(predictions: np.ndarray, labels: np.ndarray, positive: int = 1) ->
     return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
 
 
-METRICS = ("accuracy", "f1", "entity_f1", "pearson")
+def confusion_matrix(predictions: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """[K, K] int64 counts, rows the true class and columns the predicted one; ids must be in [0, K)."""
+    predictions, labels = np.asarray(predictions).reshape(-1), np.asarray(labels).reshape(-1)
+    if predictions.shape != labels.shape:
+        raise ValueError(f"confusion_matrix: {predictions.size} predictions for {labels.size} labels")
+    for name, ids in (("label", labels), ("prediction", predictions)):
+        bad = ids[(ids < 0) | (ids >= num_classes) | (ids != np.round(ids))]
+        if bad.size:
+            raise ValueError(f"confusion_matrix: {name} {bad[0]!r} is not a class id in [0, {num_classes})")
+    counts = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(counts, (labels.astype(np.int64), predictions.astype(np.int64)), 1)
+    return counts
+
+
+def matthews_corrcoef(predictions: np.ndarray, labels: np.ndarray, num_classes: int = 2) -> float:
+    """Matthews correlation coefficient (CoLA's GLUE metric), Gorodkin's K-class form, as sklearn computes it.
+
+    With t_k true and p_k predicted counts of class k, c correct and s examples:
+    (c s - sum p_k t_k) / sqrt((s^2 - sum p_k^2) (s^2 - sum t_k^2)); for two classes this is
+    (TP TN - FP FN) / sqrt((TP+FP)(TP+FN)(TN+FP)(TN+FN)). 0.0 when a factor of the denominator is 0 (all
+    predictions or all labels one class), not NaN.
+    """
+    counts = confusion_matrix(predictions, labels, num_classes).astype(np.float64)
+    if counts.sum() == 0:
+        raise ValueError("matthews_corrcoef: no examples")
+    true, predicted = counts.sum(axis=1), counts.sum(axis=0)
+    correct, total = np.trace(counts), counts.sum()
+    denominator = np.sqrt((total ** 2 - predicted @ predicted) * (total ** 2 - true @ true))
+    return float((correct * total - predicted @ true) / denominator) if denominator else 0.0
+
+
+METRICS = ("accuracy", "f1", "mcc", "entity_f1", "pearson")
+
+
+def _classification_metric(metric: str, logits: np.ndarray, labels: np.ndarray) -> Dict[str, object]:
+    """accuracy, f1 or mcc of [N, C] logits against [N] label ids; f1 and mcc report accuracy too."""
+    if logits.ndim != 2 or labels.reshape(-1).size != logits.shape[0]:
+        raise ValueError(f"{metric}: logits {logits.shape} and labels {labels.shape}: expected [N, C] and [N]")
+    predictions, labels = logits.argmax(-1), labels.reshape(-1)
+    result: Dict[str, object] = {"accuracy": accuracy(predictions, labels)}
+    if metric == "f1":
+        result["f1"] = binary_f1(predictions, labels)
+    elif metric == "mcc":
+        result["mcc"] = matthews_corrcoef(predictions, labels, logits.shape[1])
+    return {"score": result[metric], **result, "examples": int(logits.shape[0])}
 
 
 def evaluate(metric: str, logits: np.ndarray, labels: np.ndarray,
              label_names: Optional[Sequence[str]] = None) -> Dict[str, object]:
     """Score logits against labels with the task's metric; returns a dict whose "score" is the headline value.
 
-    accuracy, f1 (of class 1): logits [N, C], labels [N]. entity_f1: logits [N, S, C] (or [N*S, C] with labels [N, S]),
-    labels [N, S] with -1 at unscored positions, label_names the tag list. pearson: logits [N] or [N, 1].
+    accuracy, f1 (of class 1), mcc: logits [N, C], labels [N]; f1 and mcc results hold accuracy too.
+    entity_f1: logits [N, S, C] (or [N*S, C] with labels [N, S]), labels [N, S] with -1 at unscored positions,
+    label_names the tag list. pearson: logits [N] or [N, 1] (the one output of a regression head), labels [N]
+    floats; the result holds spearman too.
     """
     logits, labels = np.asarray(logits), np.asarray(labels)
-    if metric == "accuracy":
-        if logits.ndim != 2 or labels.reshape(-1).size != logits.shape[0]:
-            raise ValueError(f"accuracy: logits {logits.shape} and labels {labels.shape}: expected [N, C] and [N]")
-        value = accuracy(logits.argmax(-1), labels.reshape(-1))
-        return {"score": value, "accuracy": value, "examples": int(logits.shape[0])}
-    if metric == "f1":
-        if logits.ndim != 2 or labels.reshape(-1).size != logits.shape[0]:
-            raise ValueError(f"f1: logits {logits.shape} and labels {labels.shape}: expected [N, C] and [N]")
-        predictions = logits.argmax(-1)
-        value = binary_f1(predictions, labels)
-        return {"score": value, "f1": value, "accuracy": accuracy(predictions, labels),
-                "examples": int(logits.shape[0])}
+    if metric in ("accuracy", "f1", "mcc"):
+        return _classification_metric(metric, logits, labels)
     if metric == "entity_f1":
         if label_names is None:
             raise ValueError("entity_f1 needs the tag names (labels.json of the task records)")
@@ -192,6 +230,9 @@ def evaluate(metric: str, logits: np.ndarray, labels: np.ndarray,
                       token_accuracy=accuracy(logits.argmax(-1)[scored], labels[scored]))
         return result
     if metric == "pearson":
+        if not (logits.ndim == 1 or (logits.ndim == 2 and logits.shape[1] == 1)) or labels.size != logits.shape[0]:
+            raise ValueError(f"pearson: logits {logits.shape} and labels {labels.shape}: expected [N] or [N, 1] "
+                             f"(one regression output per example) and [N]")
         predictions = logits.reshape(-1)
         value = pearson(predictions, labels)
         return {"score": value, "pearson": value, "spearman": spearman(predictions, labels),

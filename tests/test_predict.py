@@ -185,3 +185,35 @@ def test_errors_name_the_problem(models, capsys):
     assert "--labels_file (the labels.json" in error("--model", models["ner"], "--vocab_file", ZH_VOCAB, "甲")
     assert "exported model not found" in error("--model", models["dir"] / "absent.mindir", "--vocab_file",
                                                EN_VOCAB, "good")
+
+
+def test_a_regression_head_prints_its_score_not_a_softmax(tmp_path, capsys):
+    """A one-output head (STS-B) gives its prediction as is, for pairs; a classification labels.json is refused."""
+    ms.set_seed(2)
+    net = BertForSequenceClassification(tiny(30522), num_labels=1, pooled_activation="none")
+    ckpt = save_model(net, str(tmp_path / "stsb.ckpt"))
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({"task": "stsb", "type": "regression", "labels": ["score"], "num_labels": 1}))
+    pairs = [("a man is playing a guitar .", "a man plays the guitar ."), ("a cat sleeps .", "the stock market fell .")]
+    out = io.StringIO()
+    assert predict.main(["--model", ckpt, "--vocab_file", EN_VOCAB, "--labels_file", str(labels), "--seq_length", "24",
+                         "--format", "jsonl", *(f"{a}\t{b}" for a, b in pairs)], stdout=out) == 0
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    tokenizer = BertTokenizer(EN_VOCAB, do_lower_case=True)
+    encoded = [tokenizer.encode(a, b, 24) for a, b in pairs]
+    ids, types, mask = (Tensor(np.array([getattr(e, k) for e in encoded], np.int32))
+                        for k in ("input_ids", "token_type_ids", "attention_mask"))
+    net.set_train(False)
+    expected = net(ids, types, mask)[0].asnumpy().reshape(-1)
+    assert [(r["text"], r["text_pair"]) for r in records] == pairs and all("probability" not in r for r in records)
+    np.testing.assert_allclose([r["score"] for r in records], expected, atol=1e-5)
+    text = io.StringIO()
+    assert predict.main(["--model", ckpt, "--vocab_file", EN_VOCAB, "--seq_length", "24", "\t".join(pairs[0])],
+                        stdout=text) == 0
+    score, a, b = text.getvalue().rstrip("\n").split("\t")
+    assert (a, b) == pairs[0] and abs(float(score) - expected[0]) < 1e-4
+    classes = tmp_path / "classes.json"
+    classes.write_text(json.dumps({"task": "sst2", "labels": ["0", "1"], "num_labels": 2}))
+    assert predict.main(["--model", ckpt, "--vocab_file", EN_VOCAB, "--labels_file", str(classes), "one sentence"],
+                        stdout=io.StringIO()) != 0
+    assert "is a classification task's labels.json, but" in capsys.readouterr().err

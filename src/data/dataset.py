@@ -1,4 +1,5 @@
-"""``create_tinybert_dataset``: batches of int32 TinyBERT inputs from TFRecord or MindRecord files.
+"""``create_tinybert_dataset``: batches of TinyBERT inputs (int32; float32 columns as stored) from TFRecord or
+MindRecord files.
 
 Name and role kept from the MindSpore model zoo, with its gaps closed: files are given explicitly (a path, a
 list or a glob, never "every file of a folder"), shuffling works on one device too, the last partial batch can
@@ -7,7 +8,8 @@ length bucketing pads each batch to its bucket instead of ``seq_length``.
 
 Column shapes: sequence columns (``input_ids``, ``input_mask``, ``segment_ids``, NER ``label_ids``) are
 ``[B, S]`` int32 with S = seq_length (or the batch's bucket length); scalar columns (classification
-``label_ids``; stored as ``[1]`` in TFRecord) come out as ``[B]`` int32.
+``label_ids``; stored as ``[1]`` in TFRecord) come out as ``[B]`` int32, a regression task's float32
+``label_ids`` as ``[B]`` float32; other float32 columns (stored teacher logits) keep their stored shape.
 """
 from __future__ import annotations
 
@@ -94,7 +96,8 @@ def _file_columns(path: str, dataset_type: str, schema_file: Optional[str]) -> D
         first = next(iter_tfrecord(path), None)
         if first is None:
             raise ValueError(f"{path}: empty TFRecord file and no schema JSON")
-        return {name: ("int64", [len(values)]) for name, values in first.items()}
+        return {name: ("float32" if values and isinstance(values[0], float) else "int64", [len(values)])
+                for name, values in first.items()}
     from mindspore.mindrecord import FileReader
 
     reader = FileReader(path)
@@ -141,14 +144,19 @@ def validate_files(files: Sequence[str], columns: Sequence[str], seq_length: int
             if shapes.setdefault(name, shape) != shape:
                 raise ValueError(f"{where}: column {name!r} has shape {shape} but an earlier file has "
                                  f"{shapes[name]}")
-            if dtypes is not None and dtypes.get(name) != "int64":
-                dtypes[name] = dtype
+            if dtypes is not None:
+                before = dtypes.get(name)
+                if before is not None and (before == "float32") != (dtype == "float32"):
+                    raise ValueError(f"{where}: column {name!r} is {dtype} but an earlier file has {before}")
+                if before != "int64":
+                    dtypes[name] = dtype
     return shapes
 
 
 def _reader(files: List[str], columns: Sequence[str], shapes: Dict[str, List[int]], dataset_type: str,
-            shuffle: bool, num_shards: int, shard_id: int):
-    """MindDataset, or TFRecordDataset whose C++ reader already yields int32 and true scalars."""
+            shuffle: bool, num_shards: int, shard_id: int, dtypes: Optional[Dict[str, str]] = None):
+    """MindDataset, or TFRecordDataset whose C++ reader already yields int32 (float32 for FloatList columns) and
+    true scalars."""
     import mindspore.dataset as ds
 
     shard = dict(num_shards=num_shards, shard_id=shard_id) if num_shards > 1 else {}
@@ -159,7 +167,8 @@ def _reader(files: List[str], columns: Sequence[str], shapes: Dict[str, List[int
     # of scalar columns into scalars, so no per-row map is needed afterwards.
     schema = ds.Schema()
     for name in columns:
-        schema.add_column(name, de_type="int32", shape=[] if shapes[name] in ([], [1]) else shapes[name])
+        schema.add_column(name, de_type="float32" if (dtypes or {}).get(name) == "float32" else "int32",
+                          shape=[] if shapes[name] in ([], [1]) else shapes[name])
     return ds.TFRecordDataset(files, schema=schema, columns_list=list(columns),
                               shuffle=ds.Shuffle.GLOBAL if shuffle else False,
                               shard_equal_rows=num_shards > 1, **shard)
@@ -229,7 +238,8 @@ def create_tinybert_dataset(files: Union[str, Sequence[str]], columns: Sequence[
                             shuffle: bool = True, seed: Optional[int] = None, num_shards: int = 1,
                             shard_id: int = 0, drop_remainder: bool = True,
                             bucket_boundaries: Optional[Sequence[int]] = None):
-    """Batched dataset of ``columns`` as int32: sequence columns [B, S], scalar columns [B].
+    """Batched dataset of ``columns`` as int32 (float32 columns as float32): sequence columns [B, S], scalar
+    columns [B].
 
     Args:
         files: a path, a list of paths, or glob patterns (``.db``/``.json`` side files are skipped).
@@ -261,7 +271,7 @@ def create_tinybert_dataset(files: Union[str, Sequence[str]], columns: Sequence[
         import mindspore.dataset as ds
 
         ds.config.set_seed(seed)
-    dataset = _reader(paths, columns, shapes, dataset_type, shuffle, num_shards, shard_id)
+    dataset = _reader(paths, columns, shapes, dataset_type, shuffle, num_shards, shard_id, dtypes)
     dataset = _cast_int32(dataset, columns, shapes, dataset_type, dtypes)
     logger.info("%s: %d %s file(s), shard %d/%d, shuffle=%s, batch %d, seq_length %d, buckets %s",
                 files, len(paths), dataset_type, shard_id, num_shards, shuffle, batch_size, seq_length,

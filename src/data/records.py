@@ -1,12 +1,13 @@
-"""Write rows of integer features to sharded MindRecord or TFRecord files, each with a schema JSON.
+"""Write rows of integer (or float32) features to sharded MindRecord or TFRecord files, each with a schema JSON.
 
 A row is a dict ``{column: int or list of ints}``; ``columns`` fixes every column's dtype and shape, e.g.
-``{"input_ids": ("int32", (128,)), "label_ids": ("int32", ())}``. Shape ``()`` is a scalar.
+``{"input_ids": ("int32", (128,)), "label_ids": ("int32", ())}``. Shape ``()`` is a scalar. float32 columns
+(a regression task's ``label_ids``, stored teacher logits) hold floats.
 
 TFRecord is written without TensorFlow: each row is a ``tf.train.Example`` encoded by hand (protobuf
 varints) and framed as TFRecord (little-endian length, masked CRC32C of the length, payload, masked CRC32C
-of the payload). TFRecord stores only int64 lists, so TFRecord columns are int64 on disk whatever dtype is
-asked for; the loader casts to int32.
+of the payload). Integer columns are Int64Lists, so they are int64 on disk whatever integer dtype is asked
+for (the loader reads them as int32); float32 columns are FloatLists (float32 on disk and when read).
 
 Files written by ``write_records(rows, "out/train.tfrecord", cols, "tfrecord", num_shards=2)``:
 ``out/train-00000-of-00002.tfrecord`` (+ ``.schema.json``), ``out/train-00001-of-00002.tfrecord`` (+ json).
@@ -38,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 ColumnSpec = Dict[str, Tuple[str, Tuple[int, ...]]]
 FORMATS = ("mindrecord", "tfrecord")
-DTYPES = ("int32", "int64", "float32")  # float32: MindRecord only (e.g. stored teacher logits)
+DTYPES = ("int32", "int64", "float32")  # float32: regression labels, stored teacher logits
 SCHEMA_SUFFIX = ".schema.json"
 # The vocabulary the ids come from (src/data/vocab.py), in a file of its own: MindSpore's TFRecordDataset refuses a
 # schema JSON with keys it does not know, and model-zoo scripts hand it ours.
@@ -59,15 +60,20 @@ def masked_crc32c(data: bytes) -> int:
 
 
 # ---------------------------------------------------------------- protobuf encoding of tf.train.Example
-def encode_example(row: Dict[str, Sequence[int]]) -> bytes:
-    """Serialise ``{name: ints}`` as a tf.train.Example with one packed Int64List per feature.
+def encode_example(row: Dict[str, Sequence[Any]], float_columns: Sequence[str] = ()) -> bytes:
+    """Serialise ``{name: values}`` as a tf.train.Example: one packed Int64List per feature, or a packed FloatList
+    (little-endian float32) for the features named in ``float_columns``.
 
-    Example{features=1: Features{feature=1: map<string, Feature>}}, Feature{int64_list=3: Int64List{value=1}}.
+    Example{features=1: Features{feature=1: map<string, Feature>}},
+    Feature{float_list=2: FloatList{value=1} | int64_list=3: Int64List{value=1}}.
     """
     entries = b""
     for name, values in row.items():
-        int64_list = length_delimited(1, b"".join(varint(int(v)) for v in values))
-        entry = length_delimited(1, name.encode("utf-8")) + length_delimited(2, length_delimited(3, int64_list))
+        if name in float_columns:
+            feature = length_delimited(2, length_delimited(1, np.asarray(values, "<f4").tobytes()))
+        else:
+            feature = length_delimited(3, length_delimited(1, b"".join(varint(int(v)) for v in values)))
+        entry = length_delimited(1, name.encode("utf-8")) + length_delimited(2, feature)
         entries += length_delimited(1, entry)
     return length_delimited(1, entries)
 
@@ -205,12 +211,12 @@ def _float_array(raw: Any, index: int, name: str, shape: Sequence[int]) -> np.nd
 
 
 def schema_dict(columns: ColumnSpec, num_rows: int, dataset_type: str) -> Dict[str, Any]:
-    """Schema JSON content; TFRecord columns are int64 on disk whatever dtype was asked for."""
+    """Schema JSON content; TFRecord integer columns are int64 on disk whatever dtype was asked for."""
     cols = {}
     for name, (dtype, shape) in columns.items():
         # MindSpore's TFRecordDataset wants rank >= 1, so a TF scalar is a one-element list on disk.
         disk_shape = list(shape) if shape or dataset_type != "TF" else [1]
-        cols[name] = {"type": "int64" if dataset_type == "TF" else dtype,
+        cols[name] = {"type": "int64" if dataset_type == "TF" and dtype != "float32" else dtype,
                       "rank": len(disk_shape), "shape": disk_shape}
     return {"datasetType": dataset_type, "numRows": num_rows, "columns": cols}
 
@@ -232,12 +238,13 @@ def _write_tfrecord(rows: Iterable[Dict[str, Any]], tmp_output: str, columns: Co
                     num_shards: int) -> Tuple[List[str], List[int]]:
     """Round-robin rows over shard files; returns (files, rows per file)."""
     names = _tf_shard_names(tmp_output, num_shards)
+    floats = [name for name, (dtype, _) in columns.items() if dtype == "float32"]
     counts = [0] * num_shards
     handles = [open(name, "wb") for name in names]
     try:
         for index, row in enumerate(rows):
             arrays = _row_arrays(row, index, columns)
-            payload = encode_example({k: v.reshape(-1).tolist() for k, v in arrays.items()})
+            payload = encode_example({k: v.reshape(-1).tolist() for k, v in arrays.items()}, floats)
             handles[index % num_shards].write(tfrecord_frame(payload))
             counts[index % num_shards] += 1
     finally:
@@ -259,8 +266,8 @@ def _write_mindrecord(rows: Iterable[Dict[str, Any]], tmp_output: str, columns: 
     buffer, total = [], 0
     for index, row in enumerate(rows):
         arrays = _row_arrays(row, index, columns)
-        # FileWriter rejects 0-d arrays as scalar fields; it wants Python ints there.
-        buffer.append({k: (int(v) if v.ndim == 0 else v) for k, v in arrays.items()})
+        # FileWriter rejects 0-d arrays as scalar fields; it wants Python ints (floats for float32) there.
+        buffer.append({k: (v.item() if v.ndim == 0 else v) for k, v in arrays.items()})
         if len(buffer) == chunk:
             writer.write_raw_data(buffer)
             total, buffer = total + len(buffer), []
@@ -331,7 +338,8 @@ def write_records(rows: Iterable[Dict[str, Any]], output: str, columns: Dict[str
     Args:
         rows: dicts ``{column: int or nested int list}`` matching ``columns`` exactly.
         output: data file path (``.../train.mindrecord`` or ``.../train.tfrecord``); shards derive from it.
-        columns: ``{name: (dtype, shape)}``, dtype ``'int32'``/``'int64'``, shape e.g. ``(128,)`` or ``()``.
+        columns: ``{name: (dtype, shape)}``, dtype ``'int32'``/``'int64'``/``'float32'``, shape e.g. ``(128,)``
+            or ``()``.
         fmt: ``"mindrecord"`` or ``"tfrecord"``.
         num_shards: number of data files.
         vocab: the fingerprint of the vocabulary the ids come from (src/data/vocab.py), written beside the data
@@ -349,9 +357,6 @@ def write_records(rows: Iterable[Dict[str, Any]], output: str, columns: Dict[str
     if not isinstance(num_shards, int) or num_shards < 1:
         raise ValueError(f"write_records: num_shards {num_shards!r}; expected an int >= 1")
     _check_columns(columns)
-    floats = sorted(name for name, (dtype, _) in columns.items() if dtype == "float32")
-    if floats and fmt != "mindrecord":
-        raise ValueError(f"write_records: float32 columns {floats} can only be written to MindRecord, not {fmt}")
     parent = os.path.dirname(os.path.abspath(output))
     check_folder_path(parent, f"records {output}")
     os.makedirs(parent, exist_ok=True)
@@ -415,7 +420,7 @@ def read_schema(path: str) -> Dict[str, Any]:
     for name, col in schema["columns"].items():
         if not (isinstance(col, dict) and col.get("type") in DTYPES and isinstance(col.get("shape"), list)):
             raise ValueError(f"{schema_file}: columns.{name} is {col!r}; expected "
-                             f"{{'type': 'int32'|'int64', 'rank': R, 'shape': [...]}}")
+                             f"{{'type': 'int32'|'int64'|'float32', 'rank': R, 'shape': [...]}}")
     return schema
 
 

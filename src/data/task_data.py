@@ -7,6 +7,14 @@ Supported tasks (``TASKS``) and their input formats:
   ``sentence1``, ``sentence2``, ``gold_label``. Label order pinned to ``MNLI_LABELS`` =
   [contradiction, entailment, neutral] (id 0, 1, 2), because teachers fine-tuned elsewhere use other orders.
 - ``qnli``: GLUE QNLI TSV ``index question sentence label``; labels [entailment, not_entailment].
+- ``cola``: GLUE CoLA train / dev TSV, no header, 4 columns ``source label original_label sentence``;
+  labels ``0`` (unacceptable), ``1`` (acceptable).
+- ``mrpc``: GLUE MRPC TSV, columns found by header name ``Quality``, ``#1 String``, ``#2 String``; labels
+  ``0``, ``1`` (Quality: 1 = paraphrase).
+- ``qqp``: GLUE QQP TSV, columns ``question1``, ``question2``, ``is_duplicate`` found by header name;
+  labels ``0``, ``1``.
+- ``stsb``: GLUE STS-B TSV, columns ``sentence1``, ``sentence2``, ``score`` found by header name; a
+  regression task: the label is the similarity score, a float from 0 to 5, stored as float32.
 - ``tsv``: any single-sentence or pair TSV; columns given by 0-based index, optional header.
 - ``label_text``: ``label<TAB>text`` lines, no header.
 - ``tnews``: CLUE TNEWS JSON lines (``label`` 100..116 with gaps, ``sentence``); ids mapped to 0..14 in
@@ -16,8 +24,9 @@ Supported tasks (``TASKS``) and their input formats:
   computed from the entity types in the data (pass the train split's ``labels.json`` when converting dev).
 
 Output shapes per row: ``input_ids, input_mask, segment_ids`` [S] int32; ``label_ids`` [] int32 for
-classification, [S] int32 for CLUENER with ``IGNORE_INDEX`` (-1) on [CLS], [SEP] and padding.
-A ``labels.json`` label map is written next to the records.
+classification, [] float32 for regression (STS-B), [S] int32 for CLUENER with ``IGNORE_INDEX`` (-1) on [CLS],
+[SEP] and padding. A ``labels.json`` label map is written next to the records; a regression task's map names
+its one output, ``{"task": "stsb", "type": "regression", "labels": ["score"], "num_labels": 1, ...}``.
 """
 from __future__ import annotations
 
@@ -37,9 +46,13 @@ logger = logging.getLogger(__name__)
 MNLI_LABELS = ["contradiction", "entailment", "neutral"]
 QNLI_LABELS = ["entailment", "not_entailment"]
 SST2_LABELS = ["0", "1"]
+BINARY_LABELS = ["0", "1"]  # CoLA (1 = acceptable), MRPC (1 = paraphrase), QQP (1 = duplicate)
+# Regression tasks: their one output's name (labels.json "labels") and the range of their scores.
+REGRESSION_TASKS = {"stsb": ("score", 0.0, 5.0)}
+PAIR_TASKS = ("mnli", "qnli", "mrpc", "qqp", "stsb")
 TNEWS_LABEL_IDS = [100, 101, 102, 103, 104, 106, 107, 108, 109, 110, 112, 113, 114, 115, 116]
 TAG_PREFIXES = {"bioes": ("B", "I", "E", "S"), "bmes": ("B", "M", "E", "S")}
-TASKS = ("sst2", "mnli", "qnli", "tsv", "label_text", "tnews", "cluener")
+TASKS = ("sst2", "mnli", "qnli", "cola", "mrpc", "qqp", "stsb", "tsv", "label_text", "tnews", "cluener")
 LABELS_FILE = "labels.json"
 
 
@@ -56,6 +69,7 @@ class Example:
     text_b: Optional[str] = None
     label: Optional[str] = None
     tags: Optional[List[str]] = None  # NER: one tag per character of text_a
+    score: Optional[float] = None     # regression: the label as a number
 
 
 @dataclass
@@ -153,6 +167,58 @@ def read_qnli(path: str, **_) -> Iterator[Any]:
     for item in _header_tsv(path, ["question", "sentence", "label"]):
         yield item if isinstance(item, BadRowError) else Example(
             item[0], item[1]["question"], item[1]["sentence"], item[1]["label"])
+
+
+def read_cola(path: str, **_) -> Iterator[Any]:
+    """GLUE CoLA train / dev: no header, ``source<TAB>label<TAB>original_label<TAB>sentence``."""
+    for lineno, fields in read_tsv_lines(path, yield_errors=True):
+        if isinstance(fields, BadRowError):
+            yield fields
+        elif len(fields) != 4:
+            yield BadRowError(f"{path}:{lineno}: {len(fields)} columns; expected 4 (CoLA: source<TAB>label<TAB>"
+                              f"original_label<TAB>sentence, no header)")
+        else:
+            yield Example(f"{path}:{lineno}", fields[3], None, fields[1])
+
+
+def read_mrpc(path: str, **_) -> Iterator[Any]:
+    for item in _header_tsv(path, ["Quality", "#1 String", "#2 String"]):
+        yield item if isinstance(item, BadRowError) else Example(
+            item[0], item[1]["#1 String"], item[1]["#2 String"], item[1]["Quality"])
+
+
+def read_qqp(path: str, **_) -> Iterator[Any]:
+    for item in _header_tsv(path, ["question1", "question2", "is_duplicate"]):
+        yield item if isinstance(item, BadRowError) else Example(
+            item[0], item[1]["question1"], item[1]["question2"], item[1]["is_duplicate"])
+
+
+def parse_score(text: str, where: str, task: str) -> float:
+    """The float label of a regression row, checked to be a finite number in the task's range."""
+    name, low, high = REGRESSION_TASKS[task]
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadRowError(f"{where}: {name} {text!r} is not a number; expected a {task} {name} from {low:g} to "
+                          f"{high:g}") from None
+    if not low <= value <= high:  # also refuses nan
+        raise BadRowError(f"{where}: {name} {text!r} is outside [{low:g}, {high:g}]; expected a {task} {name} "
+                          f"from {low:g} to {high:g}")
+    return value
+
+
+def read_stsb(path: str, **_) -> Iterator[Any]:
+    for item in _header_tsv(path, ["sentence1", "sentence2", "score"]):
+        if isinstance(item, BadRowError):
+            yield item
+            continue
+        where, row = item
+        try:
+            score = parse_score(row["score"], where, "stsb")
+        except BadRowError as err:
+            yield err
+            continue
+        yield Example(where, row["sentence1"], row["sentence2"], row["score"], score=score)
 
 
 def read_tsv(path: str, text_a_col: int = 0, text_b_col: Optional[int] = None, label_col: int = 1,
@@ -272,15 +338,19 @@ def read_cluener(path: str, tag_scheme: str = "bioes", **_) -> Iterator[Any]:
         yield Example(where, obj["text"], None, None, tags)
 
 
-READERS = {"sst2": read_sst2, "mnli": read_mnli, "qnli": read_qnli, "tsv": read_tsv,
-           "label_text": read_label_text, "tnews": read_tnews, "cluener": read_cluener}
+READERS = {"sst2": read_sst2, "mnli": read_mnli, "qnli": read_qnli, "cola": read_cola, "mrpc": read_mrpc,
+           "qqp": read_qqp, "stsb": read_stsb, "tsv": read_tsv, "label_text": read_label_text, "tnews": read_tnews,
+           "cluener": read_cluener}
 
 
 # ---------------------------------------------------------------- label maps
 def fixed_labels(task: str) -> Optional[List[str]]:
-    """The pinned label order of a task, or None when labels come from the data."""
-    return {"sst2": SST2_LABELS, "mnli": MNLI_LABELS, "qnli": QNLI_LABELS,
-            "tnews": [str(i) for i in TNEWS_LABEL_IDS]}.get(task)
+    """The pinned label order of a task (a regression task's one output name), or None when labels come from
+    the data."""
+    if task in REGRESSION_TASKS:
+        return [REGRESSION_TASKS[task][0]]
+    return {"sst2": SST2_LABELS, "mnli": MNLI_LABELS, "qnli": QNLI_LABELS, "cola": BINARY_LABELS,
+            "mrpc": BINARY_LABELS, "qqp": BINARY_LABELS, "tnews": [str(i) for i in TNEWS_LABEL_IDS]}.get(task)
 
 
 def labels_from_data(task: str, examples: Sequence[Example], tag_scheme: str = "bioes") -> List[str]:
@@ -315,8 +385,12 @@ def check_label_map(directory: str, labels: List[str]) -> str:
 
 def write_label_map(directory: str, task: str, labels: List[str], tag_scheme: Optional[str]) -> str:
     """Write labels.json; refuses to overwrite a different map (e.g. dev computed apart from train)."""
-    content = {"task": task, "labels": labels, "label_to_id": {l: i for i, l in enumerate(labels)},
-               "num_labels": len(labels)}
+    content: Dict[str, Any] = {"task": task, "labels": labels, "label_to_id": {l: i for i, l in enumerate(labels)},
+                               "num_labels": len(labels)}
+    if task in REGRESSION_TASKS:  # no classes: the one output's name, and the range of the float labels
+        low, high = REGRESSION_TASKS[task][1:]
+        content = {"task": task, "type": "regression", "labels": labels, "num_labels": 1, "range": [low, high],
+                   "note": f"label_ids: the {labels[0]} as written, float32 from {low:g} to {high:g}"}
     if task == "cluener":
         content.update(tag_scheme=tag_scheme, ignore_index=IGNORE_INDEX)
     if task == "mnli":
@@ -359,10 +433,11 @@ def encode_chars(tokenizer: BertTokenizer, text: str, tag_ids: List[int],
 
 
 def task_columns(task: str, seq_length: int) -> Dict[str, Tuple[str, Tuple[int, ...]]]:
-    """write_records column spec: three [S] int32 columns plus label_ids ([S] for NER, scalar otherwise)."""
+    """write_records column spec: three [S] int32 columns plus label_ids ([S] for NER, a scalar otherwise:
+    float32 for regression, int32 for classification)."""
     seq = ("int32", (seq_length,))
-    return {"input_ids": seq, "input_mask": seq, "segment_ids": seq,
-            "label_ids": seq if task == "cluener" else ("int32", ())}
+    label = seq if task == "cluener" else ("float32", ()) if task in REGRESSION_TASKS else ("int32", ())
+    return {"input_ids": seq, "input_mask": seq, "segment_ids": seq, "label_ids": label}
 
 
 # ---------------------------------------------------------------- conversion
@@ -424,6 +499,13 @@ def _check_labels(examples: List[Example], labels: List[str], skip_bad_rows: boo
     return good
 
 
+def _check_regression_map(task: str, labels: List[str], label_map: Optional[str]) -> None:
+    """A --label_map given for a regression task must be the task's own (one output named as fixed_labels)."""
+    if labels != fixed_labels(task):
+        raise ValueError(f"--label_map {label_map}: labels {labels}; {task} is a regression task whose labels.json "
+                         f"lists its one output {fixed_labels(task)} (omit --label_map for {task})")
+
+
 def _rows(task: str, examples: List[Example], tokenizer: BertTokenizer, labels: List[str],
           seq_length: int, summary: Summary) -> Iterator[Dict[str, Any]]:
     label_id = {l: i for i, l in enumerate(labels)}
@@ -432,7 +514,7 @@ def _rows(task: str, examples: List[Example], tokenizer: BertTokenizer, labels: 
             row, cut = encode_chars(tokenizer, ex.text_a, [label_id[t] for t in ex.tags], seq_length)
         else:
             row, cut = encode_pair(tokenizer, ex.text_a, ex.text_b, seq_length)
-            row["label_ids"] = label_id[ex.label]
+            row["label_ids"] = ex.score if task in REGRESSION_TASKS else label_id[ex.label]
         summary.truncated += cut
         summary.rows_written += 1
         yield row
@@ -444,8 +526,9 @@ def convert_task_data(task: str, input_file: str, output: str, vocab_file: str, 
                       **reader_args) -> Summary:
     """Convert one task file to records plus ``labels.json`` next to them; returns the Summary.
 
-    Labels: the task's pinned list (SST-2, MNLI, QNLI, TNEWS), else ``label_map`` (a labels.json from the
-    train split), else computed from this file (do that for train only). ``reader_args`` go to the reader
+    Labels: the task's pinned list (SST-2, MNLI, QNLI, CoLA, MRPC, QQP, TNEWS; STS-B's one output), else
+    ``label_map`` (a labels.json from the train split), else computed from this file (do that for train only).
+    Regression tasks (STS-B) write their float scores as float32 ``label_ids``. ``reader_args`` go to the reader
     (``read_tsv``: text_a_col, text_b_col, label_col, has_header).
 
     Raises:
@@ -454,12 +537,15 @@ def convert_task_data(task: str, input_file: str, output: str, vocab_file: str, 
     """
     if tag_scheme not in TAG_PREFIXES:
         raise ValueError(f"tag_scheme {tag_scheme!r}; expected one of {sorted(TAG_PREFIXES)}")
-    check_seq_length(task, seq_length, task in ("mnli", "qnli") or reader_args.get("text_b_col") is not None)
+    check_seq_length(task, seq_length, task in PAIR_TASKS or reader_args.get("text_b_col") is not None)
     summary = Summary()
     examples = parse_examples(task, input_file, skip_bad_rows, summary, tag_scheme=tag_scheme, **reader_args)
     labels = (load_label_map(label_map) if label_map else fixed_labels(task)
               or labels_from_data(task, examples, tag_scheme))
-    examples = _check_labels(examples, labels, skip_bad_rows, summary)
+    if task in REGRESSION_TASKS:
+        _check_regression_map(task, labels, label_map)
+    else:
+        examples = _check_labels(examples, labels, skip_bad_rows, summary)
     if not examples:
         raise ValueError(f"{input_file}: no valid rows to write ({len(summary.skipped)} skipped)")
     check_label_map(os.path.dirname(os.path.abspath(output)), labels)  # before any record is written

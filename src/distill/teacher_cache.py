@@ -26,7 +26,7 @@ import json
 import logging
 import os
 import time
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -248,6 +248,14 @@ class _TeacherPass:
         return logits
 
 
+def _store_column(shape: List[int], dtype: str) -> Tuple[str, Tuple[int, ...]]:
+    """The store's (dtype, shape) of a source column: float32 scalars (TFRecord [1]) as scalars, an int [1]
+    label as [1], other columns as they are."""
+    if dtype == "float32":
+        return "float32", () if shape in ([], [1]) else tuple(shape)
+    return "int32", (1,) if shape == [1] else tuple(shape)
+
+
 def build(teacher: Any, files: Sequence[str], columns: Sequence[str], data: Any, output: str, teacher_sha256: str,
           num_labels: int, batch_size: int = 64, progress: bool = True,
           known: Optional[KnownLogits] = None) -> Dict[str, Any]:
@@ -267,9 +275,11 @@ def build(teacher: Any, files: Sequence[str], columns: Sequence[str], data: Any,
     lengths = (bucket_lengths(data.seq_length, data.bucket_boundaries) if data.bucket_boundaries
                else default_bucket_lengths(data.seq_length))
     teacher_pass = _TeacherPass(teacher, lengths, num_labels, batch_size, known)
-    # the columns' shapes as stored (a [1] label stays [1]), from the loader's own schema checks
-    shapes = validate_files(files, columns, data.seq_length, data.dataset_type, data.schema_file or None)
-    spec = {name: ("int32", (1,) if shapes[name] == [1] else tuple(shapes[name])) for name in columns}
+    # the columns' shapes as stored (an int [1] label stays [1]) and dtypes (a regression label stays float32,
+    # one float per row as the loader yields it), from the loader's own schema checks
+    dtypes: Dict[str, str] = {}
+    shapes = validate_files(files, columns, data.seq_length, data.dataset_type, data.schema_file or None, dtypes)
+    spec = {name: _store_column(shapes[name], dtypes[name]) for name in columns}
     spec[LOGITS_COLUMN] = ("float32", (num_labels,))
 
     def rows() -> Iterator[Dict[str, Any]]:

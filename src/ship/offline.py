@@ -5,16 +5,17 @@ per-batch .bin files, written by preprocess.py, read by the runners and by postp
         00_input_ids/tinybert_bs{B}_{i}.bin       int32 [B, S], C order (record column input_ids)
         01_token_type_ids/tinybert_bs{B}_{i}.bin  int32 [B, S]            (record column segment_ids)
         02_attention_mask/tinybert_bs{B}_{i}.bin  int32 [B, S], 1 = token (record column input_mask)
-        label_ids/tinybert_bs{B}_{i}.bin          int32 [B] (classification) or [B, S] (NER, -1 = not scored)
+        label_ids/tinybert_bs{B}_{i}.bin          int32 [B] (classification) or [B, S] (NER, -1 = not scored),
+                                                  float32 [B] (regression: the scores)
         meta.json                                 batch size, seq length, rows, batches, padding, task, metric,
                                                   labels.json path, number of labels
     <result dir of the runner>/
-        tinybert_bs{B}_{i}_0.bin                  float32 logits: [B, C] (classification),
+        tinybert_bs{B}_{i}_0.bin                  float32 logits: [B, C] (classification), [B, 1] (regression),
                                                   [B, S, C] = [B*S, C] (NER; same bytes in C order)
 
 Batches are read in record order (no shuffling) and every row is kept: the last batch is padded up to B
-rows (input_ids/mask/segment 0, label -1) and meta.json records how many rows are real, so postprocess.py
-scores exactly the rows of the eval set. (The model zoo's preprocess dropped the last partial batch.)
+rows (input_ids/mask/segment 0, label -1, or -1.0 for regression) and meta.json records how many rows are real,
+so postprocess.py scores exactly the rows of the eval set. (The model zoo's preprocess dropped the last partial batch.)
 The fixed batch size matters because an exported MINDIR/AIR/OM usually has a static shape [B, S].
 Nothing here imports MindSpore until records are read (write_bins).
 """
@@ -43,7 +44,7 @@ INPUT_DIRS = ("00_input_ids", "01_token_type_ids", "02_attention_mask")  # model
 INPUT_NAMES = ("input_ids", "token_type_ids", "attention_mask")
 RECORD_COLUMNS = MODEL_INPUT_COLUMNS  # the record column feeding each input
 LABEL_DIR = "label_ids"
-TASK_METRICS = {"classification": ("accuracy", "f1"), "ner": ("entity_f1",)}
+TASK_METRICS = {"classification": ("accuracy", "f1", "mcc"), "ner": ("entity_f1",), "regression": ("pearson",)}
 _BATCH_FILE = re.compile(r"^tinybert_bs(\d+)_(\d+)\.bin$")
 DEFAULT_BATCH_SIZE, DEFAULT_SEQ_LENGTH = 32, 128
 
@@ -109,6 +110,11 @@ def label_shape(meta: Dict[str, Any]) -> List[int]:
     return [b, s] if meta["task_type"] == "ner" else [b]
 
 
+def label_dtype(meta: Dict[str, Any]) -> str:
+    """dtype of the label files: float32 for regression (the scores), int32 otherwise (label ids)."""
+    return "float32" if meta["task_type"] == "regression" else "int32"
+
+
 def logits_shape(meta: Dict[str, Any]) -> List[int]:
     """Shape of one result batch as the runners write it: [B, C] or, for NER, [B*S, C]."""
     b, s, c = meta["batch_size"], meta["seq_length"], meta["num_labels"]
@@ -140,9 +146,15 @@ def _check_labels(labels: np.ndarray, index: int, task_type: str, files: Sequenc
     if task_type == "ner" and labels.ndim != 2:
         raise ValueError(f"--task_type ner: label_ids in {files} are one id per row; expected one per token "
                          f"[{seq_length}] (use --task_type classification for these records)")
-    if task_type == "classification" and labels.ndim != 1:
-        raise ValueError(f"--task_type classification: label_ids in {files} have shape {list(labels.shape[1:])} "
-                         f"per row; expected one id per row (use --task_type ner for token labels)")
+    if task_type in ("classification", "regression") and labels.ndim != 1:
+        raise ValueError(f"--task_type {task_type}: label_ids in {files} have shape {list(labels.shape[1:])} "
+                         f"per row; expected one label per row (use --task_type ner for token labels)")
+    if (task_type == "regression") != (labels.dtype.kind == "f"):
+        raise ValueError(f"--task_type {task_type}: label_ids in {files} are {labels.dtype}; "
+                         + ("expected float scores (records of a regression task such as stsb)" if task_type ==
+                            "regression" else "expected label ids (use --task_type regression for float scores)"))
+    if task_type == "regression":
+        return
     scored = labels[labels != IGNORE_INDEX]
     bad = scored[(scored < 0) | (scored >= num_labels)]
     if bad.size:
@@ -161,9 +173,8 @@ def _meta(files: Sequence[str], batch_size: int, seq_length: int, num_rows: int,
         "labels_file": os.path.abspath(labels_file), "num_labels": num_labels,
         "inputs": [{"dir": d, "name": n, "record_column": c, "dtype": "int32", "shape": [batch_size, seq_length]}
                    for d, n, c in zip(INPUT_DIRS, INPUT_NAMES, RECORD_COLUMNS)],
-        "labels": {"dir": LABEL_DIR, "dtype": "int32", "shape": label_shape({"batch_size": batch_size,
-                                                                             "seq_length": seq_length,
-                                                                             "task_type": task_type})},
+        "labels": {"dir": LABEL_DIR, "dtype": label_dtype({"task_type": task_type}),
+                   "shape": label_shape({"batch_size": batch_size, "seq_length": seq_length, "task_type": task_type})},
         "file_pattern": f"tinybert_bs{batch_size}_{{i}}.bin",
         "source_files": [os.path.abspath(f) for f in files],
     }
@@ -227,8 +238,9 @@ def write_bins(eval_data_file: Sequence[str], result_path: str, batch_size: int,
         arrays = [batch[c] for c in RECORD_COLUMNS] + [labels]
         pad_values = [0, 0, 0, IGNORE_INDEX]
         name = batch_file_name(batch_size, index)
-        for directory, array, value in zip(dirs, arrays, pad_values):
-            padded = _pad_with(np.ascontiguousarray(array, dtype=np.int32), batch_size, value)
+        dtypes = [np.int32] * len(RECORD_COLUMNS) + [label_dtype({"task_type": task_type})]
+        for directory, array, value, dtype in zip(dirs, arrays, pad_values, dtypes):
+            padded = _pad_with(np.ascontiguousarray(array, dtype=dtype), batch_size, value)
             padded.tofile(os.path.join(directory, name))
         num_rows += rows
     if num_rows == 0:
