@@ -1,20 +1,24 @@
 """General-distillation training step on CPU: this project (MindSpore) vs the PyTorch original's computation.
 
-    python bench/bench_train_step.py                                   # ours: fast GELU kernel and builtin, batch 8
-    python bench/bench_train_step.py --batch 8,32 --torch_python /tmp/torchvenv/bin/python   # + PyTorch, ratios
+    python bench/bench_train_step.py                         # ours (GELU aot and builtin) vs PyTorch, batch 8, 3 rounds
+    python bench/bench_train_step.py --batch 8,32 --rounds 5 --json gd_step.json
+    python bench/bench_train_step.py --torch_python ''       # ours only
 
 One GD step = frozen teacher forward (eval mode), student forward + backward, attention-score MSE on the mapped
 layers, hidden-state MSE through fit_dense, dynamic loss scaling, global-norm clipping, AdamWeightDecay: the same
 work as `../shared/bench/torch_reference.py gd-step` (teacher BERT-base, student TinyBERT-4 312 by default,
 random token ids with the last 1/8 of every row padded). Each configuration runs in its own process (so peak
-memory is its own), warm-up steps first (graph compile), then the median of the timed steps. The PyTorch side
-runs only when --torch_python names an interpreter that has torch (a separate venv: torch is not a project
-dependency). Prints a table, then one `RESULT {json}` line per configuration.
+memory is its own), warm-up steps first (graph compile), then the median of the timed steps. Sides alternate
+(ours, PyTorch, ours, PyTorch, ...) for --rounds rounds (default 3) of fresh processes, so a slow spell of a
+shared machine does not fall on one side; the table gives each side's median and range over the rounds and the
+median (and range) of the rounds' paired ratios. The PyTorch side runs with --torch_python (default: this
+interpreter when it has torch, as scripts/setup.sh installs it). The machine (CPU model, ISA extensions such as
+avx512_bf16 / AMX, usable cores, thread variables, MindSpore, PyTorch and its oneDNN / MKL builds) is printed
+first (bench/machine.py), then one `RESULT {json}` line per process and the table.
 """
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -86,57 +90,132 @@ def run_child(cmd):
     return result
 
 
+def default_torch_python() -> str:
+    """This interpreter when it has torch (scripts/setup.sh installs the Hugging Face extra), else ""."""
+    import importlib.util  # pylint: disable=import-outside-toplevel
+    return sys.executable if importlib.util.find_spec("torch") is not None else ""
+
+
+def summarize(rows, sides):
+    """Per (side, batch): median samples/s and RSS over rounds, and the paired ratio to PyTorch of each round.
+
+    rows: run_child results, each with "round"; sides: side labels in table order. Returns table rows (dicts).
+    """
+    out = []
+    for batch in sorted({r["batch"] for r in rows}):
+        torch_by_round = {r["round"]: r for r in rows if r["batch"] == batch and r["label"].startswith("PyTorch")}
+        for side in sides:
+            mine = [r for r in rows if r["batch"] == batch and r["label"] == side]
+            if not mine:
+                continue
+            ratios = [r["samples_per_s"] / torch_by_round[r["round"]]["samples_per_s"] for r in mine
+                      if r["round"] in torch_by_round and not side.startswith("PyTorch")]
+            memory = [r["maxrss_mb"] / torch_by_round[r["round"]]["maxrss_mb"] for r in mine
+                      if r["round"] in torch_by_round and not side.startswith("PyTorch")]
+            out.append({"side": side, "batch": batch, "rounds": len(mine),
+                        "median_step_s": statistics.median(r["median_step_s"] for r in mine),
+                        "samples_per_s": statistics.median(r["samples_per_s"] for r in mine),
+                        "samples_per_s_range": [min(r["samples_per_s"] for r in mine),
+                                                max(r["samples_per_s"] for r in mine)],
+                        "maxrss_mb": statistics.median(r["maxrss_mb"] for r in mine),
+                        "ratio": statistics.median(ratios) if ratios else None,
+                        "ratio_range": [min(ratios), max(ratios)] if ratios else None,
+                        "rss_ratio": statistics.median(memory) if memory else None})
+    return out
+
+
+def table(summary, args) -> str:
+    lines = [f"GD step, teacher {args.teacher}, student {args.student}, seq {args.seq}, float32; each cell the "
+             f"median over {args.rounds} round(s) of fresh processes, sides alternating within a round; a "
+             f"process times {args.steps} steps after {args.warmup} warm-up (median); PyTorch intra-op threads: "
+             f"{args.torch_threads or 'its default'}", "",
+             "| side | batch | s/step | samples/s (min-max) | peak RSS | vs PyTorch: samples/s, median (min-max) of "
+             "the rounds' ratios | peak RSS / PyTorch's |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for row in summary:
+        low, high = row["samples_per_s_range"]
+        ratio = (f"{row['ratio']:.2f}x ({row['ratio_range'][0]:.2f}-{row['ratio_range'][1]:.2f})"
+                 if row["ratio"] is not None else "")
+        memory = f"{row['rss_ratio']:.2f}x" if row["rss_ratio"] is not None else ""
+        lines.append(f"| {row['side']} | {row['batch']} | {row['median_step_s']:.3f} | {row['samples_per_s']:.2f} "
+                     f"({low:.2f}-{high:.2f}) | {row['maxrss_mb'] / 1024:.1f} GB | {ratio} | {memory} |")
+    return "\n".join(lines)
+
+
+def _commands(args, batch):
+    """(label, command) of every side for one batch size, in the order a round runs them: ours and PyTorch
+    alternate (ours, torch, ours, ...), so a slow spell of the machine does not land on one side only."""
+    ours = []
+    for kind in [k for k in args.cpu_gelu.split(",") if k]:
+        label = f"MindSpore GRAPH, GELU {kind}{'' if args.views else ', no views'}"
+        ours.append((label, [sys.executable, os.path.abspath(__file__), "--worker", "--teacher", args.teacher,
+                             "--student", args.student, "--batch", str(batch), "--seq", str(args.seq), "--steps",
+                             str(args.steps), "--warmup", str(args.warmup), "--cpu_gelu", kind]
+                     + ([] if args.views else ["--no_views"])))
+    if not args.torch_python:
+        return ours
+    torch = ("PyTorch", [args.torch_python, args.torch_reference, "gd-step", "--teacher", args.teacher, "--student",
+                         args.student, "--batch", str(batch), "--seq", str(args.seq), "--steps", str(args.steps),
+                         "--warmup", str(args.warmup)] + (["--threads", str(args.torch_threads)] if args.torch_threads else []))
+    order = []
+    for side in ours:
+        order += [side, torch]
+    return order
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", default="bert-base", choices=sorted(PRESETS))
     parser.add_argument("--student", default="tinybert4", choices=sorted(PRESETS))
     parser.add_argument("--batch", default="8", help="comma-separated batch sizes (default 8)")
     parser.add_argument("--seq", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=5, help="timed steps (default 5)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per process (default 5)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed first steps (compile; default 2)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of fresh processes per side (default 3)")
     parser.add_argument("--cpu_gelu", default="aot,builtin", help="our GELU kernels to run: aot, builtin or both")
     parser.add_argument("--no_views", dest="views", action="store_false",
                         help="attention heads with ops.transpose instead of mint views (more memory, see README)")
-    parser.add_argument("--torch_python", default="", help="python of a venv with torch: also run the PyTorch side")
+    parser.add_argument("--torch_python", default=None,
+                        help="python of an environment with torch (default: this one when it has torch; '' = none)")
     parser.add_argument("--torch_reference", default=os.path.join(os.path.dirname(ROOT), "shared", "bench",
                                                                   "torch_reference.py"))
+    parser.add_argument("--torch_threads", type=int, default=None,
+                        help="PyTorch intra-op threads (default: the usable CPUs, as MindSpore uses; torch's own "
+                             "default counts physical cores, 1 on a 2-vCPU machine with SMT; 0 = torch's default)")
+    parser.add_argument("--json", help="also write the rows and the summary to this JSON file")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         args.batch = int(args.batch)
         worker(args)
         return 0
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}, Python "
-          f"{platform.python_version()}; load average {os.getloadavg()[0]:.2f}")
+    if args.rounds < 1:
+        parser.error(f"--rounds {args.rounds}: expected at least 1")
+    if args.torch_python is None:
+        args.torch_python = default_torch_python()
+    from machine import describe, lines, usable_cpus  # pylint: disable=import-outside-toplevel  (bench/ on sys.path)
+    if args.torch_threads is None:
+        args.torch_threads = usable_cpus()
+    if args.torch_python and not os.path.isfile(args.torch_reference):
+        parser.error(f"--torch_reference {args.torch_reference} does not exist")
+    info = describe(args.torch_python)
+    print("\n".join(lines(info)))
     print(f"command: python bench/bench_train_step.py {' '.join(sys.argv[1:])}", flush=True)
     rows = []
-    for batch in [int(b) for b in args.batch.split(",")]:
-        for kind in [k for k in args.cpu_gelu.split(",") if k]:
-            cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--teacher", args.teacher, "--student",
-                   args.student, "--batch", str(batch), "--seq", str(args.seq), "--steps", str(args.steps),
-                   "--warmup", str(args.warmup), "--cpu_gelu", kind] + ([] if args.views else ["--no_views"])
-            rows.append(run_child(cmd))
-            print("RESULT " + json.dumps(rows[-1]), flush=True)
-        if args.torch_python:
-            cmd = [args.torch_python, args.torch_reference, "gd-step", "--teacher", args.teacher, "--student",
-                   args.student, "--batch", str(batch), "--seq", str(args.seq), "--steps", str(args.steps),
-                   "--warmup", str(args.warmup)]
-            result = run_child(cmd)
-            result["side"] = "pytorch " + result.get("torch", "")
-            rows.append(result)
-            print("RESULT " + json.dumps(result), flush=True)
-    print(f"\nGD step, teacher {args.teacher}, student {args.student}, seq {args.seq}, float32; median of "
-          f"{args.steps} steps after {args.warmup} warm-up; load average now {os.getloadavg()[0]:.2f}\n")
-    print("| side | batch | s/step | samples/s | peak RSS | vs PyTorch (samples/s) | peak RSS / PyTorch's |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for row in rows:
-        side = row["side"] if row["side"] != "mindspore" else \
-            f"MindSpore 2.10 GRAPH, GELU {row['cpu_gelu']}{'' if row.get('views', True) else ', no views'}"
-        torch_row = next((r for r in rows if r["side"].startswith("pytorch") and r["batch"] == row["batch"]), None)
-        ratio = f"{row['samples_per_s'] / torch_row['samples_per_s']:.2f}x" if torch_row else ""
-        memory = f"{row['maxrss_mb'] / torch_row['maxrss_mb']:.2f}x" if torch_row else ""
-        print(f"| {side} | {row['batch']} | {row['median_step_s']:.3f} | {row['samples_per_s']:.2f} | "
-              f"{row['maxrss_mb'] / 1024:.1f} GB | {ratio} | {memory} |")
+    for round_index in range(args.rounds):
+        for batch in [int(b) for b in args.batch.split(",")]:
+            for label, cmd in _commands(args, batch):
+                result = dict(run_child(cmd), label=label, round=round_index, batch=batch)
+                rows.append(result)
+                print(f"round {round_index + 1}/{args.rounds}, batch {batch}, {label}: "
+                      f"{result['samples_per_s']:.2f} samples/s, {result['maxrss_mb'] / 1024:.1f} GB", flush=True)
+                print("RESULT " + json.dumps(result), flush=True)
+    sides = list(dict.fromkeys(r["label"] for r in rows))
+    summary = summarize(rows, sides)
+    print("\n" + table(summary, args))
+    print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"machine": info, "command": sys.argv[1:], "rows": rows, "summary": summary}, f, indent=2)
     return 0
 
 
