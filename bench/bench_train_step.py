@@ -97,22 +97,23 @@ def default_torch_python() -> str:
 
 
 def summarize(rows, sides):
-    """Per (side, batch): median samples/s and RSS over rounds, and the paired ratio to PyTorch of each round.
+    """Per (side, batch): median samples/s and RSS over its processes, and the ratio of each of our processes to the
+    PyTorch process that ran right after it (same "pair"), summarized by median and range.
 
-    rows: run_child results, each with "round"; sides: side labels in table order. Returns table rows (dicts).
+    rows: run_child results, each with "label", "batch" and "pair" (our process and its PyTorch process share it);
+    sides: side labels in table order. Returns table rows (dicts).
     """
     out = []
     for batch in sorted({r["batch"] for r in rows}):
-        torch_by_round = {r["round"]: r for r in rows if r["batch"] == batch and r["label"].startswith("PyTorch")}
+        torch_of = {r["pair"]: r for r in rows if r["batch"] == batch and r["label"].startswith("PyTorch")}
         for side in sides:
             mine = [r for r in rows if r["batch"] == batch and r["label"] == side]
             if not mine:
                 continue
-            ratios = [r["samples_per_s"] / torch_by_round[r["round"]]["samples_per_s"] for r in mine
-                      if r["round"] in torch_by_round and not side.startswith("PyTorch")]
-            memory = [r["maxrss_mb"] / torch_by_round[r["round"]]["maxrss_mb"] for r in mine
-                      if r["round"] in torch_by_round and not side.startswith("PyTorch")]
-            out.append({"side": side, "batch": batch, "rounds": len(mine),
+            paired = [(r, torch_of[r["pair"]]) for r in mine if not side.startswith("PyTorch") and r["pair"] in torch_of]
+            ratios = [r["samples_per_s"] / t["samples_per_s"] for r, t in paired]
+            memory = [r["maxrss_mb"] / t["maxrss_mb"] for r, t in paired]
+            out.append({"side": side, "batch": batch, "processes": len(mine),
                         "median_step_s": statistics.median(r["median_step_s"] for r in mine),
                         "samples_per_s": statistics.median(r["samples_per_s"] for r in mine),
                         "samples_per_s_range": [min(r["samples_per_s"] for r in mine),
@@ -126,11 +127,11 @@ def summarize(rows, sides):
 
 def table(summary, args) -> str:
     lines = [f"GD step, teacher {args.teacher}, student {args.student}, seq {args.seq}, float32; each cell the "
-             f"median over {args.rounds} round(s) of fresh processes, sides alternating within a round; a "
-             f"process times {args.steps} steps after {args.warmup} warm-up (median); PyTorch intra-op threads: "
+             f"median over {args.rounds} round(s) of fresh processes, sides alternating (ours, PyTorch, ours, ...), "
+             f"each of our processes compared with the PyTorch process right after it; a process times {args.steps} steps after {args.warmup} warm-up (median); PyTorch intra-op threads: "
              f"{args.torch_threads or 'its default'}", "",
              "| side | batch | s/step | samples/s (min-max) | peak RSS | vs PyTorch: samples/s, median (min-max) of "
-             "the rounds' ratios | peak RSS / PyTorch's |", "|---|---:|---:|---:|---:|---:|---:|"]
+             "the paired ratios | peak RSS / PyTorch's |", "|---|---:|---:|---:|---:|---:|---:|"]
     for row in summary:
         low, high = row["samples_per_s_range"]
         ratio = (f"{row['ratio']:.2f}x ({row['ratio_range'][0]:.2f}-{row['ratio_range'][1]:.2f})"
@@ -203,8 +204,10 @@ def main():
     rows = []
     for round_index in range(args.rounds):
         for batch in [int(b) for b in args.batch.split(",")]:
-            for label, cmd in _commands(args, batch):
-                result = dict(run_child(cmd), label=label, round=round_index, batch=batch)
+            for position, (label, cmd) in enumerate(_commands(args, batch)):
+                # our process and the PyTorch process right after it form one pair
+                pair = f"{round_index}-{position // 2 if args.torch_python else position}"
+                result = dict(run_child(cmd), label=label, round=round_index, batch=batch, pair=pair)
                 rows.append(result)
                 print(f"round {round_index + 1}/{args.rounds}, batch {batch}, {label}: "
                       f"{result['samples_per_s']:.2f} samples/s, {result['maxrss_mb'] / 1024:.1f} GB", flush=True)

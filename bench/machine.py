@@ -51,7 +51,10 @@ def usable_cpus() -> int:
 
 def torch_info(python: str) -> Optional[Dict[str, Any]]:
     """Version, thread counts and the oneDNN / MKL builds of the torch that `python` imports (None if it cannot)."""
-    done = subprocess.run([python, "-c", _TORCH_PROBE], capture_output=True, text=True, check=False, timeout=300)
+    # env from os.environ: importing MindSpore sets OMP_NUM_THREADS=1 in the C environment (not in os.environ),
+    # which a child started with the inherited environment would take as its thread count
+    done = subprocess.run([python, "-c", _TORCH_PROBE], capture_output=True, text=True, check=False, timeout=300,
+                          env=dict(os.environ))
     lines = done.stdout.strip().splitlines()
     return json.loads(lines[-1]) if done.returncode == 0 and lines else None
 

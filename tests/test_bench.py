@@ -27,23 +27,26 @@ def test_cpu_info_reads_the_model_and_the_isa_flags_of_the_first_processor(tmp_p
     assert "ISA: avx2, fma, avx512f, avx512_vnni, avx512_bf16" in lines[1] and "no bf16" not in lines[1]
 
 
-def row(label, round_index, samples, rss, batch=8):
-    return {"label": label, "round": round_index, "batch": batch, "samples_per_s": samples,
+def row(label, pair, samples, rss, batch=8):
+    return {"label": label, "pair": pair, "batch": batch, "samples_per_s": samples,
             "median_step_s": batch / samples, "maxrss_mb": rss}
 
 
-def test_ratios_are_paired_within_a_round_and_summarized_by_median_and_range():
-    ours, torch = "MindSpore GRAPH, GELU aot", "PyTorch"
-    rows = [row(ours, 0, 6.0, 1000), row(torch, 0, 4.0, 2000),   # round 0: 1.5x
-            row(ours, 1, 4.0, 1000), row(torch, 1, 2.0, 2000),   # round 1: a slow spell for both sides: 2.0x
-            row(ours, 2, 5.0, 1100), row(torch, 2, 4.0, 2000)]   # round 2: 1.25x
-    summary = bench_train_step.summarize(rows, [ours, torch])
-    mine, theirs = summary
-    assert mine["side"] == ours and mine["rounds"] == 3
-    assert mine["ratio"] == pytest.approx(1.5) and mine["ratio_range"] == pytest.approx([1.25, 2.0])
-    assert mine["samples_per_s"] == 5.0 and mine["samples_per_s_range"] == [4.0, 6.0]
-    assert mine["rss_ratio"] == pytest.approx(0.5)
-    assert theirs["ratio"] is None and theirs["samples_per_s"] == 4.0
+def test_each_process_is_compared_with_the_pytorch_process_right_after_it():
+    aot, builtin, torch = "MindSpore GRAPH, GELU aot", "MindSpore GRAPH, GELU builtin", "PyTorch"
+    rows = [row(aot, "0-0", 6.0, 1000), row(torch, "0-0", 4.0, 2000),      # 1.5x
+            row(builtin, "0-1", 3.0, 1500), row(torch, "0-1", 3.0, 2000),  # 1.0x (a slow spell for both)
+            row(aot, "1-0", 4.0, 1000), row(torch, "1-0", 2.0, 2000),      # 2.0x
+            row(builtin, "1-1", 4.0, 1500), row(torch, "1-1", 5.0, 2000),  # 0.8x
+            row(aot, "2-0", 5.0, 1100), row(torch, "2-0", 4.0, 2000),      # 1.25x
+            row(builtin, "2-1", 4.5, 1500), row(torch, "2-1", 5.0, 2000)]  # 0.9x
+    first, second, theirs = bench_train_step.summarize(rows, [aot, builtin, torch])
+    assert first["side"] == aot and first["processes"] == 3
+    assert first["ratio"] == pytest.approx(1.5) and first["ratio_range"] == pytest.approx([1.25, 2.0])
+    assert first["samples_per_s"] == 5.0 and first["samples_per_s_range"] == [4.0, 6.0]
+    assert first["rss_ratio"] == pytest.approx(0.5)
+    assert second["ratio"] == pytest.approx(0.9) and second["ratio_range"] == pytest.approx([0.8, 1.0])
+    assert theirs["ratio"] is None and theirs["processes"] == 6 and theirs["samples_per_s"] == 4.0
 
 
 def test_a_round_alternates_the_sides():
