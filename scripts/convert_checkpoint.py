@@ -8,7 +8,6 @@
 Run a subcommand with --help for its options.
 """
 import argparse
-import json
 import logging
 import os
 import sys
@@ -75,21 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run_labels(run_dir: str):
     """The task labels of a finished run directory (from the config saved in its manifest), or None."""
-    import tempfile  # pylint: disable=import-outside-toplevel
-    from src.config import load_config  # pylint: disable=import-outside-toplevel
-    from src.training.manifest import Manifest  # pylint: disable=import-outside-toplevel
+    from src.config import config_from_mapping  # pylint: disable=import-outside-toplevel
+    from src.training.manifest import MANIFEST, Manifest  # pylint: disable=import-outside-toplevel
     from src.training.networks import label_names  # pylint: disable=import-outside-toplevel
 
     manifest = Manifest.read(run_dir)
     full = manifest.full_config if manifest is not None else None
     if not isinstance(full, dict) or "task" not in full:
         return None
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(full, f)
-    try:
-        return label_names(load_config(f.name, kind="td"))
-    finally:
-        os.remove(f.name)
+    return label_names(config_from_mapping(full, "td", os.path.join(run_dir, MANIFEST)))
 
 
 def _to_hf(args: argparse.Namespace):

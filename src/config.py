@@ -468,6 +468,16 @@ class _UniqueKeyLoader(yaml.SafeLoader):  # pylint: disable=too-many-ancestors
         return super().construct_mapping(node, deep)
 
 
+def config_from_mapping(data: Dict[str, Any], kind: str, where: str) -> Any:
+    """GDConfig / TDConfig from an already-read mapping (e.g. the full config a run's manifest saved), validated;
+    `where` names its source in errors."""
+    if kind not in ROOTS:
+        raise ConfigError(f"unknown config kind {kind!r}; expected one of {sorted(ROOTS)}")
+    cfg = _build(ROOTS[kind], copy.deepcopy(data), "", where)
+    cfg.validate(where)
+    return cfg
+
+
 def load_yaml(stream: Any) -> Any:
     """yaml.safe_load, refusing duplicate keys at any depth (the error names the line of both)."""
     return yaml.load(stream, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
