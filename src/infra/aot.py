@@ -10,12 +10,13 @@ The same library holds `SwapAxes12` ([A, B, C, D] -> [A, C, B, D]), which traini
 attention heads on CPU, because MindSpore 2.10's CPU graph runtime never reuses the buffers of its own Transpose
 (see src/model/bert.py BertSelfAttention; swap_axes12_op()).
 
-GELU is used for training on CPU (`run.cpu_gelu: aot`, the default); exported models and evaluation-only
-commands keep MindSpore's GeLU primitive, because a MINDIR holding this op would hold the absolute path of the
-.so. The library is compiled with g++ on first use into `$TINYBERT_KERNEL_CACHE` (default
-`~/.cache/tinybert_mindspore`), keyed by a hash of source, flags and compiler, and renamed into place
-atomically, so concurrent processes are safe. Without g++ (or if the build fails) the builtin GELU is used and a
-warning says why. `$GELU_AOT_NUM_THREADS` sets the kernel's threads (default: the CPUs the process may use).
+GELU is used for training on CPU (`run.cpu_gelu: aot`, or `auto`, the default, unless MindSpore's GeLU measured
+faster on this machine: src/infra/levers.py); exported models and evaluation-only commands keep MindSpore's GeLU
+primitive, because a MINDIR holding this op would hold the absolute path of the .so. The library is compiled
+with g++ on first use into `$TINYBERT_KERNEL_CACHE` (default `~/.cache/tinybert_mindspore`), keyed by a hash of
+source, flags and compiler, and renamed into place atomically, so concurrent processes are safe. Without g++ (or
+if the build fails) the builtin GELU is used and a warning says why. `$GELU_AOT_NUM_THREADS` sets the kernel's
+threads (default: the CPUs the process may use).
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ COMPILE_FLAGS = ("-std=c++17", "-O3", "-fno-trapping-math", "-fPIC", "-shared", 
 _lock = threading.Lock()
 _ops: Optional[Tuple[ops.Custom, ops.Custom]] = None
 _error: Optional[str] = None
+_library: Optional[str] = None  # the .so gelu_ops() loaded
 
 
 class KernelBuildError(RuntimeError):
@@ -92,7 +94,7 @@ def _same(*args):
 def gelu_ops(strict: bool = False) -> Optional[Tuple[ops.Custom, ops.Custom]]:
     """(forward, backward) Custom primitives, building the library on first use; None if it cannot be built
     (a warning says why), or KernelBuildError with strict=True."""
-    global _ops, _error  # pylint: disable=global-statement
+    global _ops, _error, _library  # pylint: disable=global-statement
     with _lock:
         if _ops is not None:
             return _ops
@@ -115,7 +117,17 @@ def gelu_ops(strict: bool = False) -> Optional[Tuple[ops.Custom, ops.Custom]]:
         forward = ops.Custom(f"{library}:GeluAotFwd", out_shape=_same, out_dtype=_same, func_type="aot",
                              bprop=bprop)
         _ops = (forward, backward)
+        _library = library
         return _ops
+
+
+def library_hash() -> Optional[str]:
+    """The build hash (source, flags, compiler) of the library this process loaded, None before gelu_ops() built
+    it or when it cannot be built. src/infra/levers.py puts it in the machine key of its measurements."""
+    if _library is None:
+        return None
+    name = os.path.basename(_library)
+    return name[len("libgelu_aot_"):-len(".so")] if name.startswith("libgelu_aot_") else name
 
 
 _swap_op: Optional[ops.Custom] = None

@@ -6,10 +6,11 @@ step; no module holds a switch and no cell asks which device it runs on. Two are
 - `Backend()` (portable): MindSpore's own GeLU and Transpose. What every exporter and device understands: exports,
   evaluation, inference, and training on GPU and Ascend.
 - `Backend.for_training(run, device_target, distributed)`: on CPU the project's AOT kernels where they can be built
-  (src/infra/aot.py: exact GELU ~13x faster than MindSpore's; attention heads split and merged by SwapAxes12, whose
-  buffers MindSpore's CPU runtime reuses, unlike its Transpose's) and, on one device, the optimizer update in numpy
-  (src/training/host_update.py). Without g++ it falls back, with a warning, to what still works (mint views for the
-  heads, MindSpore's GeLU).
+  (src/infra/aot.py: attention heads split and merged by SwapAxes12, whose buffers MindSpore's CPU runtime reuses,
+  unlike its Transpose's; exact GELU, ~13x faster than MindSpore's on the development machine, so with
+  `run.cpu_gelu: auto` the GELU kernel is measured once per machine and cached, src/infra/levers.py) and, on one
+  device, the optimizer update in numpy (src/training/host_update.py). Without g++ it falls back, with a warning, to
+  what still works (mint views for the heads, MindSpore's GeLU).
 """
 from __future__ import annotations
 
@@ -55,14 +56,15 @@ class Backend:
     @classmethod
     def for_training(cls, run: RunConfig, device_target: str, distributed: bool = False) -> "Backend":
         """The fastest levers that work here for a training stage (run.cpu_gelu and run.cpu_host_update may turn
-        the CPU ones off)."""
+        the CPU ones off; run.cpu_gelu auto is decided per machine by src/infra/levers.py, on CPU only)."""
         if device_target != "CPU":
             return cls(compute_dtype=compute_dtype(run.precision, device_target))
         compute_dtype(run.precision, device_target)  # refuses fp16 / bf16 on CPU
-        from src.infra import aot  # pylint: disable=import-outside-toplevel  (compiles the kernels on first use)
+        # (aot compiles the kernels on first use; levers may measure them, once per machine)
+        from src.infra import aot, levers  # pylint: disable=import-outside-toplevel
 
         kernels = aot.available()
-        gelu = "aot" if run.cpu_gelu == "aot" and kernels else "builtin"
+        gelu = levers.cpu_gelu(run.cpu_gelu, kernels, distributed).gelu  # auto: measured once per machine, cached
         backend = cls(gelu=gelu, heads="swap" if kernels else "views",
                       host_update=run.cpu_host_update and not distributed)
         logger.debug("training backend: %s", backend)
