@@ -16,16 +16,10 @@ from typing import Any, Dict, List, Optional
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE")
 
-_TORCH_PROBE = r"""
-import json, torch
-config = torch.__config__.show()
-def line(word):
-    return next((l.strip(" -") for l in config.splitlines() if word in l), None)
-print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
-                  "interop_threads": torch.get_num_interop_threads(),
-                  "onednn": line("oneDNN") or line("MKL-DNN"), "mkl": line("Math Kernel Library") or line("MKL"),
-                  "mkldnn_enabled": torch.backends.mkldnn.is_available()}))
-"""
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+# run by another interpreter (--torch_python): this file's torch_facts, which needs only the standard library to import
+_TORCH_PROBE = f"import json, sys; sys.path.insert(0, {BENCH_DIR!r}); from machine import torch_facts; " \
+    "print(json.dumps(torch_facts()))"
 
 
 def cpu_info(path: str = "/proc/cpuinfo") -> Dict[str, Any]:
@@ -49,6 +43,21 @@ def usable_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def torch_facts() -> Dict[str, Any]:
+    """Version, thread counts (as set now) and the oneDNN / MKL builds of the torch this process imports."""
+    import torch  # pylint: disable=import-outside-toplevel
+
+    config = torch.__config__.show()
+
+    def line(word):
+        return next((l.strip(" -") for l in config.splitlines() if word in l), None)
+
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(),
+            "interop_threads": torch.get_num_interop_threads(),
+            "onednn": line("oneDNN") or line("MKL-DNN"), "mkl": line("Math Kernel Library") or line("MKL"),
+            "mkldnn_enabled": torch.backends.mkldnn.is_available()}
+
+
 def torch_info(python: str) -> Optional[Dict[str, Any]]:
     """Version, thread counts and the oneDNN / MKL builds of the torch that `python` imports (None if it cannot)."""
     # env from os.environ: importing MindSpore sets OMP_NUM_THREADS=1 in the C environment (not in os.environ),
@@ -66,13 +75,16 @@ def mindspore_info() -> Dict[str, Any]:
     return {"mindspore": ms.__version__, "numpy": np.__version__}
 
 
-def describe(torch_python: str = "") -> Dict[str, Any]:
-    """Everything above as one JSON-able dict."""
+def describe(torch_python: str = "", torch_here: bool = False) -> Dict[str, Any]:
+    """Everything above as one JSON-able dict; PyTorch's facts from `torch_python` (a child process) or, with
+    `torch_here`, from the torch this process has imported (its thread count as this process set it)."""
     info: Dict[str, Any] = {"cpu": cpu_info(), "usable_cpus": usable_cpus(), "os_cpu_count": os.cpu_count(),
                             "platform": platform.platform(), "python": platform.python_version(),
                             "env": {k: os.environ[k] for k in THREAD_VARIABLES if k in os.environ},
                             **mindspore_info()}
-    if torch_python:
+    if torch_here:
+        info["pytorch"] = torch_facts()
+    elif torch_python:
         info["pytorch"] = torch_info(torch_python)
     try:
         info["load_average"] = [round(x, 2) for x in os.getloadavg()]

@@ -1,15 +1,22 @@
-"""The benchmark plumbing that turns processes' figures into the published table (bench/machine.py and the
-rounds of bench/bench_train_step.py). No timing here: benchmarks print figures, tests check the arithmetic."""
+"""The benchmark plumbing that turns processes' figures into the published table (bench/machine.py, the rounds of
+bench/bench_train_step.py, the interleaved calls of bench/bench_latency.py), and bench_latency's --quick mode run
+end to end. No figure is checked here: benchmarks print figures, tests check the arithmetic and that the sides
+compute the same function."""
+import json
 import os
+import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, needs
 
 sys.path.insert(0, os.path.join(ROOT, "bench"))
+import bench_latency  # noqa: E402  pylint: disable=wrong-import-position
 import bench_train_step  # noqa: E402  pylint: disable=wrong-import-position
 import machine  # noqa: E402  pylint: disable=wrong-import-position
+
+HF_HINT = "pip install -r requirements-hf.txt (scripts/setup.sh installs it)"
 
 
 def test_cpu_info_reads_the_model_and_the_isa_flags_of_the_first_processor(tmp_path):
@@ -60,3 +67,58 @@ def test_a_round_alternates_the_sides():
     Args.torch_python = ""
     assert [label for label, _ in bench_train_step._commands(Args, 8)] == ["MindSpore GRAPH, GELU aot",  # noqa
                                                                               "MindSpore GRAPH, GELU builtin"]
+
+
+def test_latency_sides_take_turns_call_by_call_and_warm_up_untimed():
+    calls = []
+
+    def side(name):
+        def call(*inputs):
+            calls.append((name, inputs))
+            return name
+        return call
+
+    keys = [("student", "MINDIR"), ("student", "ONNX"), ("student", "TORCH")]
+    runners = {key: side(key[1]) for key in keys}
+    inputs = {"student": ("ids", "types", "mask")}
+    first = bench_latency.warm_up(runners, inputs, 2)
+    assert first == {key: key[1] for key in keys} and len(calls) == 6
+    calls.clear()
+    times = bench_latency.time_rounds(runners, inputs, 6, 0.0)
+    order = [name for name, _ in calls]
+    assert order[:9] == ["MINDIR", "ONNX", "TORCH", "ONNX", "TORCH", "MINDIR", "TORCH", "MINDIR", "ONNX"]
+    assert all(a != b for a, b in zip(order, order[1:]))  # no side twice in a row, across rounds too
+    assert all(inputs_ == inputs["student"] for _, inputs_ in calls)
+    assert {key: len(t) for key, t in times.items()} == {key: 6 for key in keys}
+    assert all(t >= 0 for samples in times.values() for t in samples)
+
+
+@pytest.mark.slow
+def test_latency_quick_mode_times_mindir_onnx_and_pytorch_on_the_same_function(tmp_path):
+    """The bench's --quick mode, student at [1, 16]: every side timed, PyTorch eager (transformers on the folder
+    src/ship/hf.py wrote) gives MindSpore's logits, every figure in the JSON. Under a minute."""
+    needs("torch", HF_HINT)
+    needs("transformers", HF_HINT)
+    out = tmp_path / "latency.json"
+    command = [sys.executable, os.path.join(ROOT, "bench", "bench_latency.py"), "--quick", "--models", "student",
+               "--batch_sizes", "1", "--seq_lengths", "16", "--formats", "MINDIR,ONNX,TORCH", "--json", str(out)]
+    env = dict(os.environ, GLOG_v="3", MS_COMPILER_CACHE_ENABLE="0")
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env, check=False)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    report = json.loads(out.read_text(encoding="utf-8"))
+    rows = {row["side"]: row for row in report["results"]}
+    assert sorted(rows) == ["MINDIR", "ONNX", "TORCH"]
+    for row in rows.values():
+        assert (row["model"], row["batch"], row["seq"]) == ("student", 1, 16)
+        assert len(row["times_s"]) == report["settings"]["repeats"] == 5
+        assert min(row["times_s"]) > 0 and row["min_s"] == min(row["times_s"]) and row["median_s"] > 0
+        assert row["max_abs_diff"] <= row["tolerance"]
+    assert rows["TORCH"]["max_abs_diff"] < 1e-4 and rows["ONNX"]["max_abs_diff"] < 1e-4
+    assert rows["MINDIR"]["max_abs_diff"] < 1e-5
+    assert rows["MINDIR"]["vs_torch_median"] == pytest.approx(rows["TORCH"]["median_s"] / rows["MINDIR"]["median_s"])
+    assert rows["TORCH"]["vs_torch_median"] is None
+    assert report["models"]["student"]["head"] == {"type": "sequence_classification", "num_labels": 2,
+                                                   "pooled_activation": "none"}
+    assert {"mindspore", "onnxruntime", "torch", "transformers"} <= set(report["versions"])
+    assert report["machine"]["pytorch"]["threads"] == report["settings"]["threads"]  # torch on the same threads
+    assert "| student | 1 | 16 | ONNX |" in proc.stdout and "vs PyTorch eager" in proc.stdout
