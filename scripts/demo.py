@@ -113,28 +113,6 @@ def epochs_for(steps, rows, batch_size):
     return (steps - 0.5) / per_epoch  # the trainer runs ceil(epochs * batches per epoch) steps: exactly `steps`
 
 
-def median_latencies(paths, seq_length, repeats=50):
-    """Median seconds of one batch-1 call of each exported model, after warm-up.
-
-    The models are called in turn (a, b, a, b, ...) so that a change in machine load hits both alike.
-    """
-    import numpy as np  # pylint: disable=import-outside-toplevel
-    from src.ship.inference import load_runner  # pylint: disable=import-outside-toplevel
-
-    runners = {name: load_runner(path) for name, path in paths.items()}
-    ids = np.zeros((1, seq_length), np.int32)
-    ids[0, :12] = np.arange(100, 112)  # a 12-token sentence, padded like the dev set
-    types, mask = np.zeros_like(ids), (ids > 0).astype(np.int32)
-    times = {name: [] for name in runners}
-    for i in range(repeats + 3):
-        for name, runner in runners.items():
-            start = time.perf_counter()
-            runner(ids, types, mask)
-            if i >= 3:
-                times[name].append(time.perf_counter() - start)
-    return {name: float(np.median(t)) for name, t in times.items()}
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     shared = os.path.join(os.path.dirname(ROOT), "shared", "data")
@@ -281,6 +259,8 @@ def main(argv=None):
         with open(latency_file, encoding="utf-8") as f:
             latency = json.load(f)
     else:
+        from src.ship.inference import median_latencies  # pylint: disable=import-outside-toplevel
+
         latency = median_latencies({name: exports[f"{name}_b1"] for name in ("teacher", "student")}, seq)
         with open(latency_file, "w", encoding="utf-8") as f:
             json.dump(latency, f, indent=2)

@@ -24,7 +24,7 @@ def write(tmp_path, text, name="cfg.yaml"):
 
 def test_repo_has_the_expected_config_files():
     names = sorted(os.path.relpath(p, ROOT) for p in REPO_YAMLS)
-    tasks = ("cluener", "cola", "mnli", "mrpc", "qnli", "qqp", "sst2", "sst2_minilm", "stsb", "tnews")
+    tasks = ("cluener", "cola", "mnli", "mrpc", "qnli", "qqp", "sst2", "sst2_minilm", "sst2_tinybert4", "stsb", "tnews")
     assert names == ["gd_config.yaml"] + [f"td_config/{t}.yaml" for t in tasks]
 
 

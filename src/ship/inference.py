@@ -13,6 +13,7 @@ by the `<file>.json` that src.ship.export writes beside them (shapes, head, conf
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
@@ -261,3 +262,22 @@ def load_runner(path: str, device: str = "CPU", **kwargs: Any) -> Runner:
         kind = "checkpoint" if ext == ".ckpt" else "exported model"
         raise FileNotFoundError(f"{kind} not found: {path}")
     return RUNNERS[ext](path, device=device, **kwargs)
+
+
+def median_latencies(paths: Dict[str, str], seq_length: int, repeats: int = 50) -> Dict[str, float]:
+    """Median seconds of one batch-1 call of each exported model, after warm-up.
+
+    The models are called in turn (a, b, a, b, ...) so that a change in machine load hits both alike.
+    """
+    runners = {name: load_runner(path) for name, path in paths.items()}
+    ids = np.zeros((1, seq_length), np.int32)
+    ids[0, :12] = np.arange(100, 112)  # a 12-token sentence, padded like the dev set
+    types, mask = np.zeros_like(ids), (ids > 0).astype(np.int32)
+    times = {name: [] for name in runners}
+    for i in range(repeats + 3):
+        for name, runner in runners.items():
+            start = time.perf_counter()
+            runner(ids, types, mask)
+            if i >= 3:
+                times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t)) for name, t in times.items()}

