@@ -65,7 +65,8 @@ def gd_setup(tmp_path_factory, shared_data):
 
 def gd_config(root, out, **gd):
     cfg = {
-        "run": {"output_dir": str(out), "seed": 5, "data_seed": 6, "mode": "graph"},
+        # aot, not auto: one worker must compute like two, and data-parallel auto is always aot
+        "run": {"output_dir": str(out), "seed": 5, "data_seed": 6, "mode": "graph", "cpu_gelu": "aot"},
         "data": {"train_files": [str(root / "gd.mindrecord")], "seq_length": 32},
         "checkpoint": {"teacher": str(root / "teacher.ckpt")},
         "teacher": TINY, "student": STUDENT,
@@ -231,7 +232,7 @@ def td_config(root, out):
     stage = {"batch_size": 16, "epochs": 2, "lr": 1e-3, "log_steps": 5, "save_steps": 7}
     cfg = {
         "task": {"name": "SST-2", "num_labels": 2, "labels": ["0", "1"], "metric": "accuracy"},
-        "run": {"output_dir": str(out), "seed": 7, "data_seed": 8},
+        "run": {"output_dir": str(out), "seed": 7, "data_seed": 8, "cpu_gelu": "aot"},  # as in gd_config
         "data": {"train_files": [str(root / "train.mindrecord")], "eval_files": [str(root / "dev.mindrecord")],
                  "seq_length": 32},
         "checkpoint": {"pretrained": str(root / "pretrained.ckpt")},
