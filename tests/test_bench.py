@@ -122,3 +122,88 @@ def test_latency_quick_mode_times_mindir_onnx_and_pytorch_on_the_same_function(t
     assert {"mindspore", "onnxruntime", "torch", "transformers"} <= set(report["versions"])
     assert report["machine"]["pytorch"]["threads"] == report["settings"]["threads"]  # torch on the same threads
     assert "| student | 1 | 16 | ONNX |" in proc.stdout and "vs PyTorch eager" in proc.stdout
+
+
+def breakdown_row(label, pair, ms_by_part, batch=8):
+    parts = {part: {"median_ms": value} for part, value in ms_by_part.items()}
+    parts["gemm"]["gflops"] = 100.0 / ms_by_part["gemm"]
+    return {"label": label, "pair": pair, "batch": batch, "parts": parts}
+
+
+def test_breakdown_compares_each_part_with_the_pytorch_process_right_after_it():
+    ours, torch = "MindSpore GRAPH, GELU aot", "PyTorch"
+    parts = lambda teacher, student, update, full, gemm: dict(  # noqa: E731
+        teacher_forward=teacher, student_forward_backward=student, update=update, full_step=full, gemm=gemm)
+    rows = [breakdown_row(ours, "0-0", parts(800, 150, 50, 1000, 10)),
+            breakdown_row(torch, "0-0", parts(400, 300, 100, 800, 5)),     # teacher 0.5x, student 2x, gemm 0.5x
+            breakdown_row(ours, "1-0", parts(1000, 100, 50, 1200, 10)),
+            breakdown_row(torch, "1-0", parts(600, 300, 100, 1000, 10)),   # teacher 0.6x, student 3x, gemm 1x
+            breakdown_row(ours, "2-0", parts(900, 200, 50, 1100, 20)),
+            breakdown_row(torch, "2-0", parts(630, 200, 100, 930, 5))]     # teacher 0.7x, student 1x, gemm 0.25x
+    summary = {row["part"]: row for row in bench_train_step.summarize_breakdown(rows, [ours, torch])}
+    assert sorted(summary) == sorted(bench_train_step.PARTS)
+    assert all(row["side"] == ours and row["processes"] == 3 for row in summary.values())
+    teacher = summary["teacher_forward"]
+    assert teacher["ours_ms"] == 900 and teacher["ours_ms_range"] == [800, 1000]
+    assert teacher["torch_ms"] == 600 and teacher["torch_ms_range"] == [400, 630]
+    assert teacher["ratio"] == pytest.approx(0.6) and teacher["ratio_range"] == pytest.approx([0.5, 0.7])
+    assert teacher["ours_share"] == pytest.approx(900 / 1100) and teacher["torch_share"] == pytest.approx(600 / 1000)
+    assert summary["student_forward_backward"]["ratio"] == pytest.approx(2.0)
+    assert summary["update"]["ratio"] == pytest.approx(2.0) and summary["full_step"]["ours_share"] == 1.0
+    assert summary["gemm"]["ratio"] == pytest.approx(0.5) and summary["gemm"]["ours_gflops"] == 10.0
+    assert summary["gemm"]["ratio_range"] == pytest.approx([0.25, 1.0]) and summary["gemm"]["torch_gflops"] == 20.0
+    assert not any("share" in key for key in summary["gemm"])
+    table = bench_train_step.breakdown_table(list(summary.values()), type("Args", (), dict(
+        teacher="bert-base", student="tinybert4", seq=128, rounds=3, steps=5, warmup=2, torch_threads=2)))
+    assert "| 8 | (a) teacher forward" in table and "0.60x (0.50-0.70)" in table and "GFLOP/s 10.0 / 20.0" in table
+    # ours only: no PyTorch figures, no ratios
+    alone = bench_train_step.summarize_breakdown([r for r in rows if r["label"] == ours], [ours])
+    assert all(row["ratio"] is None and row["torch_ms"] is None for row in alone)
+
+
+def test_a_breakdown_round_runs_both_sides_on_the_same_threads():
+    class Args:
+        cpu_gelu, views, teacher, student, seq, steps, warmup = "aot", True, "bert-base", "tinybert4", 128, 5, 2
+        torch_python, torch_reference, torch_threads, breakdown = "/usr/bin/python3", "torch_reference.py", 2, True
+    (ours_label, ours), (torch_label, torch) = bench_train_step._commands(Args, 8)  # pylint: disable=W0212
+    assert (ours_label, torch_label) == ("MindSpore GRAPH, GELU aot", "PyTorch")
+    assert ours[-3:] == ["--breakdown", "--threads", "2"] and torch[-3:] == ["--breakdown", "--threads", "2"]
+    assert "--worker" in ours and torch[:3] == ["/usr/bin/python3", bench_train_step.__file__.replace(".pyc", ".py"),
+                                                "--torch_worker"]
+    assert torch[torch.index("--torch_reference") + 1] == "torch_reference.py"
+
+
+@pytest.mark.slow
+def test_breakdown_times_the_four_parts_on_both_sides(tmp_path):
+    """--breakdown at a tiny size (4-layer teacher, batch 2, seq 16, one round): every part timed on both sides on
+    the same threads, and our precomputed-teacher loss is the full GD loss. About 45 s on 2 busy cores."""
+    needs("torch", HF_HINT)
+    reference = os.path.join(os.path.dirname(ROOT), "shared", "bench", "torch_reference.py")
+    if not os.path.isfile(reference):
+        pytest.skip(f"no PyTorch reference at {reference}")
+    out = tmp_path / "breakdown.json"
+    command = [sys.executable, os.path.join(ROOT, "bench", "bench_train_step.py"), "--breakdown", "--teacher", "zoo4",
+               "--student", "tinybert4", "--batch", "2", "--seq", "16", "--steps", "1", "--warmup", "1", "--rounds",
+               "1", "--cpu_gelu", "builtin", "--no_views", "--torch_python", sys.executable, "--torch_threads", "2",
+               "--torch_reference", reference, "--json", str(out)]
+    env = dict(os.environ, GLOG_v="3", MS_COMPILER_CACHE_ENABLE="0")
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env, check=False)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["mode"] == "breakdown" and report["threads"] == 2
+    rows = {row["label"]: row for row in report["rows"]}
+    assert sorted(rows) == ["MindSpore GRAPH, GELU builtin, no views", "PyTorch"]
+    for row in rows.values():
+        assert row["threads"] == 2 and (row["batch"], row["seq"]) == (2, 16)
+        for part in bench_train_step.REQUIRED_PARTS:
+            assert row["parts"][part]["median_ms"] > 0 and all(t > 0 for t in row["parts"][part]["times_ms"])
+        assert row["parts"]["gemm"]["gflops"] > 0 and row["parts"]["gemm"]["shape"] == [32, 768, 3072]
+    ours = rows["MindSpore GRAPH, GELU builtin, no views"]
+    # the adapter's loss against the precomputed teacher outputs is the full step's loss (same weights: the
+    # learning rate is 0 at step 0; loose because the student runs dropout, a new draw in each call)
+    assert ours["student_losses"][0] == pytest.approx(ours["losses"][0], rel=0.05)
+    assert ours["skipped_updates"] == 0
+    summary = {row["part"]: row for row in report["summary"]}
+    for part in bench_train_step.REQUIRED_PARTS:
+        assert summary[part]["ours_ms"] > 0 and summary[part]["torch_ms"] > 0 and summary[part]["ratio"] > 0
+    assert "| 2 | (d) GEMM probe" in proc.stdout

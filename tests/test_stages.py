@@ -208,3 +208,30 @@ def test_commands_report_bad_input_in_one_line(td_run, tmp_path):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ") and "expected [32]" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_student_trains_with_dropout_and_the_teacher_without(td_run, tmp_path, monkeypatch):
+    """A Cell starts in eval mode (dropout off): every training step must see the trained network in training mode
+    and the frozen teacher in eval mode (before the fix, every stage trained with dropout off)."""
+    from src.training.step import TrainStep  # pylint: disable=import-outside-toplevel
+
+    seen = []
+    original = TrainStep.step
+
+    def step(self, *batch):
+        teacher = getattr(self.loss_net, "teacher", None)
+        seen.append((self.loss_net.student.training, None if teacher is None else teacher.training))
+        return original(self, *batch)
+
+    monkeypatch.setattr(TrainStep, "step", step)
+    cfg = load_config_dict(td_run, {"run": {"output_dir": str(tmp_path / "out")},
+                                    "teacher": dict(TINY, hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.3),
+                                    "student": dict(STUDENT, hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.3)})
+    stages.run_finetune(cfg, RUNTIME, "teacher", progress=False)  # evaluates between steps (eval mode and back)
+    assert seen and set(seen) == {(True, None)}
+    seen.clear()
+    stages.run_phase1(cfg, RUNTIME, progress=False)
+    assert seen and set(seen) == {(True, False)}
+    seen.clear()
+    stages.run_phase2(cfg, RUNTIME, progress=False)  # stored teacher logits: no teacher in the loss net
+    assert seen and set(seen) == {(True, None)}

@@ -128,6 +128,10 @@ def run_stage(stage: Stage, resume_from: Optional[Manifest] = None) -> Manifest:
         raise ValueError(f"{stage.name}: the training data gives no full batch of {stage.stage.batch_size} rows "
                          f"(files {list(stage.data.train_files)}); lower batch_size or add data")
     total_steps = int(math.ceil(stage.stage.epochs * steps_per_epoch))
+    # Dropout on while the student trains: a MindSpore Cell starts in eval mode (training=False), so without this
+    # every stage trained with dropout off whatever the config's *_dropout_prob said. The teacher inside the loss
+    # net stays in eval mode (DistillLoss set it); the evaluator switches the student to eval and back.
+    stage.student.set_train(True)
     step = TrainStep(stage.loss_net, stage.params, stage.stage, total_steps, graph=stage.graph,
                      distributed=stage.world_size > 1, host_update=stage.backend.host_update)
     manifest = _start_manifest(stage, steps_per_epoch, total_steps, resume_from)
