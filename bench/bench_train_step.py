@@ -45,8 +45,10 @@ PRESETS = {"bert-base": "bert-base-uncased", "tinybert4": "tinybert-4l-312", "zo
            "minilm6": "all-minilm-l6-v2"}
 
 
-def worker(args):
-    """One configuration in this process: prints RESULT {json}."""
+def gd_step_setup(args):
+    """What one MindSpore GD step needs, as CPU training stages build it (Backend.for_training) with the GELU
+    kernel and head layout asked: teacher, student (training mode: dropout, as run_stage sets it and as the PyTorch
+    side trains), fit_dense, loss net, TrainStep and one batch of random ids with the last 1/8 of every row padded."""
     import numpy as np  # pylint: disable=import-outside-toplevel
     import mindspore as ms  # pylint: disable=import-outside-toplevel
 
@@ -59,15 +61,15 @@ def worker(args):
     ms.set_device("CPU")
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_seed(0)
-    # what CPU training stages use (Backend.for_training), with the GELU kernel and the head layout as asked
     backend = Backend(gelu=args.cpu_gelu, heads="swap" if args.views else "transpose", host_update=True)
     teacher_cfg, student_cfg = bert_preset(PRESETS[args.teacher]), bert_preset(PRESETS[args.student])
     pairs = resolve_layer_map("uniform", teacher_cfg.num_hidden_layers, student_cfg.num_hidden_layers)
     teacher, student = build_model(teacher_cfg, "backbone", backend), build_model(student_cfg, "backbone", backend)
-    student.set_train(True)  # dropout 0.1 in training, as run_stage does and as the PyTorch side trains
+    student.set_train(True)
     fit_dense = build_fit_dense(student_cfg, teacher_cfg, pairs, "shared")
     loss_net = DistillLoss(student, teacher, "gd", DistillConfig(), pairs, fit_dense=fit_dense)
-    step = TrainStep(loss_net, loss_net.optimizer_params(), StageConfig(lr=5e-5), total_steps=1000, graph=True,
+    stage = StageConfig(lr=5e-5)
+    step = TrainStep(loss_net, loss_net.optimizer_params(), stage, total_steps=1000, graph=True,
                      host_update=backend.host_update)
     rng = np.random.default_rng(0)
     ids = rng.integers(0, 30522, size=(args.batch, args.seq)).astype(np.int32)
@@ -77,6 +79,14 @@ def worker(args):
     types[:, args.seq // 2:] = 1
     # GD has no labels; the loss cell takes a placeholder it does not read (as the trainer passes)
     batch = [ms.Tensor(ids), ms.Tensor(types), ms.Tensor(mask), ms.Tensor(np.zeros((args.batch,), np.int32))]
+    return {"backend": backend, "teacher_cfg": teacher_cfg, "pairs": pairs, "teacher": teacher, "student": student,
+            "fit_dense": fit_dense, "loss_net": loss_net, "stage": stage, "step": step, "batch": batch}
+
+
+def worker(args):
+    """One configuration in this process: prints RESULT {json}."""
+    parts = gd_step_setup(args)
+    step, batch = parts["step"], parts["batch"]
     times, losses = [], []
     for _ in range(args.warmup + args.steps):
         start = time.perf_counter()
@@ -262,10 +272,8 @@ def breakdown_worker(args):
     import mindspore as ms  # pylint: disable=import-outside-toplevel
     from mindspore import ops  # pylint: disable=import-outside-toplevel
 
-    from src.config import DistillConfig, StageConfig, bert_preset, resolve_layer_map  # pylint: disable=C0415
-    from src.distill.loss import DistillLoss, build_fit_dense  # pylint: disable=import-outside-toplevel
-    from src.infra.backend import Backend  # pylint: disable=import-outside-toplevel
-    from src.model.heads import build_model  # pylint: disable=import-outside-toplevel
+    from src.config import DistillConfig  # pylint: disable=import-outside-toplevel
+    from src.distill.loss import DistillLoss  # pylint: disable=import-outside-toplevel
     from src.training.step import TrainStep  # pylint: disable=import-outside-toplevel
 
     if args.threads:
@@ -273,27 +281,10 @@ def breakdown_worker(args):
         # actor and one kernel thread). This process's environment is the parent's os.environ, without the
         # OMP_NUM_THREADS=1 that importing MindSpore put in the parent's C environment.
         ms.device_context.cpu.op_tuning.threads_num(args.threads)
-    ms.set_device("CPU")
-    ms.set_context(mode=ms.GRAPH_MODE)
-    ms.set_seed(0)
-    # the models, loss and step exactly as worker() builds them
-    backend = Backend(gelu=args.cpu_gelu, heads="swap" if args.views else "transpose", host_update=True)
-    teacher_cfg, student_cfg = bert_preset(PRESETS[args.teacher]), bert_preset(PRESETS[args.student])
-    pairs = resolve_layer_map("uniform", teacher_cfg.num_hidden_layers, student_cfg.num_hidden_layers)
-    teacher, student = build_model(teacher_cfg, "backbone", backend), build_model(student_cfg, "backbone", backend)
-    student.set_train(True)  # dropout 0.1 in training, as run_stage does and as the PyTorch side trains
-    fit_dense = build_fit_dense(student_cfg, teacher_cfg, pairs, "shared")
-    loss_net = DistillLoss(student, teacher, "gd", DistillConfig(), pairs, fit_dense=fit_dense)
-    stage = StageConfig(lr=5e-5)
-    step = TrainStep(loss_net, loss_net.optimizer_params(), stage, total_steps=1000, graph=True,
-                     host_update=backend.host_update)
-    rng = np.random.default_rng(0)
-    ids = rng.integers(0, 30522, size=(args.batch, args.seq)).astype(np.int32)
-    mask = np.ones((args.batch, args.seq), np.int32)
-    mask[:, args.seq - args.seq // 8:] = 0
-    types = np.zeros((args.batch, args.seq), np.int32)
-    types[:, args.seq // 2:] = 1
-    batch = [ms.Tensor(ids), ms.Tensor(types), ms.Tensor(mask), ms.Tensor(np.zeros((args.batch,), np.int32))]
+    parts = gd_step_setup(args)  # the models, loss and step exactly as worker() builds them
+    backend, teacher, student, fit_dense = parts["backend"], parts["teacher"], parts["student"], parts["fit_dense"]
+    teacher_cfg, pairs, stage, step, batch = (parts["teacher_cfg"], parts["pairs"], parts["stage"], parts["step"],
+                                              parts["batch"])
 
     # (a) the teacher alone, in an inference-only graph (no gradient), eval mode (DistillLoss set it), same Backend
     def teacher_forward(input_ids, token_type_ids, attention_mask):
@@ -309,6 +300,7 @@ def breakdown_worker(args):
     student_step = TrainStep(adapter, adapter.optimizer_params(), stage, total_steps=1000, graph=True,
                              host_update=backend.host_update)
     # (d) one FFN-sized product in a graph of its own
+    rng = np.random.default_rng(1)  # GEMM operands (their values do not change the time)
     gemm_a = ms.Tensor(rng.standard_normal((args.batch * args.seq, GEMM_K)).astype(np.float32))
     gemm_b = ms.Tensor(rng.standard_normal((GEMM_K, GEMM_N)).astype(np.float32))
 
