@@ -17,6 +17,9 @@ ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile",
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE")
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH_DIR)
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)  # src.infra.levers (imported where used, so that the torch probe needs the stdlib only)
 # run by another interpreter (--torch_python): this file's torch_facts, which needs only the standard library to import
 _TORCH_PROBE = f"import json, sys; sys.path.insert(0, {BENCH_DIR!r}); from machine import torch_facts; " \
     "print(json.dumps(torch_facts()))"
@@ -24,23 +27,16 @@ _TORCH_PROBE = f"import json, sys; sys.path.insert(0, {BENCH_DIR!r}); from machi
 
 def cpu_info(path: str = "/proc/cpuinfo") -> Dict[str, Any]:
     """{"model", "isa": {flag: bool}} of the first processor in `path` (unknown / empty off Linux)."""
-    model, flags = "unknown", set()
-    try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "model name" and model == "unknown":
-                    model = value.strip()
-                elif key == "flags" and not flags:
-                    flags = set(value.split())
-    except OSError:
-        pass
-    return {"model": model, "isa": {flag: flag in flags for flag in ISA_FLAGS}}
+    from src.infra.levers import cpu_model_and_flags  # pylint: disable=import-outside-toplevel  (stdlib-only import)
+
+    model, flags = cpu_model_and_flags(path)
+    return {"model": model or "unknown", "isa": {flag: flag in flags for flag in ISA_FLAGS}}
 
 
 def usable_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    from src.infra.levers import usable_cores  # pylint: disable=import-outside-toplevel
+
+    return usable_cores()
 
 
 def torch_facts() -> Dict[str, Any]:

@@ -45,8 +45,9 @@ ROW_NAMES = {
     "td_aug_nogd": "TinyBERT-4, random init, TD + augmentation (no GD)",
     "td_aug_3l384": "3 x 384 from teacher layers 2/4/6, TD + augmentation",
 }
-# What a stage computes, for the ETA: seconds per training row (sample) of each kind, measured on the development
-# machine (2-core AMD EPYC, seq 64 bucketed; GD seq 128); replaced by this run's own figures as stages finish.
+# What a stage computes, for the ETA: seconds per training row (sample) of each kind on the development machine
+# (2-core AMD EPYC, seq 64 bucketed; GD seq 128): the teacher's rate measured, the others estimated from it by model
+# size; replaced by this run's own measured figures as stages finish.
 # td: phase 1 (teacher + student) then phase 2 on stored teacher logits; td_aug: the teacher in both phases.
 PRIOR_SECONDS_PER_SAMPLE = {"teacher": 1 / 42, "labels": 1 / 70, "td": 1 / 47, "td_aug": 1 / 45, "gd": 1 / 11}
 BATCH = 32
@@ -113,7 +114,7 @@ def build_parser():
     return parser
 
 
-# The default budget: about 6 h on a 2-core CPU (measured rates: PRIOR_SECONDS_PER_SAMPLE), each student row
+# The default budget: about 6 h on a 2-core CPU (at the rates of PRIOR_SECONDS_PER_SAMPLE), each student row
 # getting about the same CPU time per seed (~15-17 min): the labels-only student one epoch, the distilled ones
 # 0.3 epoch of phase 1 (teacher and student in every step) + 0.4 epoch of phase 2.
 FULL = dict(seeds="1,2,3", holdout_rows=2000, train_rows=0, dev_rows=0, teacher_epochs=1.0, gd_steps=420,
@@ -188,10 +189,7 @@ class Progress:
         self._write = write_json_atomic
         self.path = os.path.join(out, "progress.json")
         self.stages = stages  # [(key, kind, samples, run directory)]
-        self.done = {}
-        if os.path.isfile(self.path):
-            with open(self.path, encoding="utf-8") as f:
-                self.done = json.load(f)
+        self.done = read_json(self.path, {})
 
     def rate(self, kind):
         measured = [(d["seconds"], d["samples"]) for d in self.done.values() if d["kind"] == kind and d["samples"]]
@@ -562,14 +560,20 @@ def summarize(layout, plan, progress_done, latency):
     return rows
 
 
+def read_json(path, missing):
+    if not os.path.isfile(path):
+        return missing
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
 def report(out, plan, layout, steps, final=False):
     """OUT/results.json, results.md and results.png from what has finished so far."""
     from src.infra.files import write_json_atomic, atomic_output  # pylint: disable=import-outside-toplevel
 
     progress_path = os.path.join(out, "progress.json")
-    done = json.load(open(progress_path, encoding="utf-8")) if os.path.isfile(progress_path) else {}
-    latency_path = os.path.join(out, "latency.json")
-    latency = json.load(open(latency_path, encoding="utf-8")) if os.path.isfile(latency_path) else None
+    done = read_json(progress_path, {})
+    latency = read_json(os.path.join(out, "latency.json"), None)
     rows = summarize(layout, plan, done, latency)
     results = {"plan": plan, "steps": steps, "batch_size": BATCH, "rows": rows, "latency": latency,
                "complete": final and all(len(r["seeds"]) == len(plan["seeds"]) for r in rows.values()),
@@ -588,14 +592,11 @@ def report(out, plan, layout, steps, final=False):
 
 def machine():
     import platform  # pylint: disable=import-outside-toplevel
-
-    model = ""
-    if os.path.isfile("/proc/cpuinfo"):
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
     import mindspore  # pylint: disable=import-outside-toplevel
+    from src.infra.levers import cpu_model_and_flags, usable_cores  # pylint: disable=import-outside-toplevel
 
-    return {"cpu": model or platform.processor(), "cpus": os.cpu_count(), "python": platform.python_version(),
+    model, _ = cpu_model_and_flags()
+    return {"cpu": model or platform.processor(), "cpus": usable_cores(), "python": platform.python_version(),
             "mindspore": mindspore.__version__}
 
 

@@ -110,11 +110,12 @@ def cache_path() -> str:
     return os.path.join(aot.cache_dir(), CACHE_NAME)
 
 
-def _cpuinfo() -> Tuple[str, set]:
-    """(CPU model name, flags) from /proc/cpuinfo; platform's names where there is none."""
+def cpu_model_and_flags(path: str = "/proc/cpuinfo") -> Tuple[str, set]:
+    """(CPU model name, ISA flags) of the first processor in `path`; ("", set()) where it cannot be read (callers
+    pick their own fallback). The one /proc/cpuinfo reader (bench/machine.py and scripts/reproduce_sst2.py use it)."""
     model, flags = "", set()
     try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+        with open(path, encoding="utf-8", errors="replace") as f:
             for line in f:
                 name, _, value = line.partition(":")
                 name = name.strip().lower()
@@ -126,7 +127,7 @@ def _cpuinfo() -> Tuple[str, set]:
                     break
     except OSError:
         pass
-    return model or platform.processor() or platform.machine() or "unknown CPU", flags
+    return model, flags
 
 
 def usable_cores() -> int:
@@ -141,7 +142,8 @@ def machine() -> Dict[str, Any]:
     import mindspore  # pylint: disable=import-outside-toplevel
     from src.infra import aot  # pylint: disable=import-outside-toplevel
 
-    model, flags = _cpuinfo()
+    model, flags = cpu_model_and_flags()
+    model = model or platform.processor() or platform.machine() or "unknown CPU"
     info = {"cpu": model, "isa": [f for f in ISA_FLAGS if f in flags], "cores": usable_cores(),
             "mindspore": mindspore.__version__, "kernel": aot.library_hash() or "none"}
     threads = os.environ.get("GELU_AOT_NUM_THREADS", "").strip()
