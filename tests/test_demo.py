@@ -3,21 +3,43 @@
 The full-size demo is what `bash scripts/quickstart.sh` runs (and CI with it); this test runs the same code
 path with a few steps per stage, so a broken stage fails here with its own message, and checks that a second
 run skips every finished stage.
+
+When TINYBERT_DEMO_RUN names the folder of a full-size demo the quick start just made (with its default sizes) and
+TINYBERT_DEMO_LOG the quick start's output (stdout and stderr), the tests check that run instead of making a tiny
+one: `.ci/run` does this, so CI checks the run a new user gets and does not train the pipeline twice.
 """
 import json
 import os
+import pathlib
 import subprocess
 import sys
+import types
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_demo(out, shared_data):
+TINY = ["--train_rows", "96", "--teacher_epochs", "1", "--gd_steps", "3", "--aug_n", "1", "--phase1_steps", "3",
+        "--phase2_steps", "3"]
+
+
+def given_run():
+    """(folder, log) of the quick start's demo when the environment names them, else None."""
+    folder, log = os.environ.get("TINYBERT_DEMO_RUN"), os.environ.get("TINYBERT_DEMO_LOG")
+    if not folder:
+        return None
+    folder = pathlib.Path(ROOT, folder)
+    if not log or not os.path.isfile(log):
+        pytest.fail(f"TINYBERT_DEMO_RUN={folder} needs TINYBERT_DEMO_LOG, the quick start's output; got {log!r}")
+    if not (folder / "results.json").is_file():
+        pytest.fail(f"TINYBERT_DEMO_RUN={folder}: no results.json there (the quick start did not finish)")
+    return folder, pathlib.Path(log)
+
+
+def run_demo(out, shared_data, sizes=TINY):
     args = [sys.executable, os.path.join(ROOT, "scripts", "demo.py"), "--data_dir", shared_data, "--out", str(out),
-            "--train_rows", "96", "--teacher_epochs", "1", "--gd_steps", "3", "--aug_n", "1", "--phase1_steps", "3",
-            "--phase2_steps", "3", "--no_progress", "--no_download"]
+            *sizes, "--no_progress", "--no_download"]
     env = dict(os.environ, GLOG_v="3", MS_COMPILER_CACHE_ENABLE="0")
     proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=1800, env=env)
     assert proc.returncode == 0, f"demo failed\nstdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
@@ -26,6 +48,10 @@ def run_demo(out, shared_data):
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory, shared_data):
+    given = given_run()
+    if given:  # the quick start's full-size run: its output is what it printed
+        folder, log = given
+        return folder, types.SimpleNamespace(stdout=log.read_text(errors="replace"), stderr="")
     out = tmp_path_factory.mktemp("demo") / "run"
     return out, run_demo(out, shared_data)
 
@@ -75,7 +101,7 @@ def test_demo_runs_every_stage_and_reports(demo):
 def test_demo_rerun_skips_finished_stages(demo, shared_data):
     out, _ = demo
     before = (out / "results.json").read_text()
-    proc = run_demo(out, shared_data)
+    proc = run_demo(out, shared_data, sizes=[] if given_run() else TINY)  # the quick start ran the default sizes
     assert proc.stderr.count("finished earlier") == 4  # teacher, GD, phase 1, phase 2
     for command in ("convert_task_data.py", "create_pretraining_data.py", "convert_checkpoint.py",
                     "augment_data.py", "export.py", "preprocess.py"):
