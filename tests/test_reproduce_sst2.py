@@ -75,6 +75,39 @@ def test_smoke_runs_every_row_and_reports(smoke):
     assert "Machine: " in table and "Row 4 - row 2: " in table
     assert (out / "results.png").stat().st_size > 10_000
     assert "starting" in proc.stdout and "about" in proc.stdout  # progress with an ETA
+    assert "Code: " in table and "Teacher: every student distils from the seed-1 teacher (dev " in table
+
+
+@pytest.mark.slow
+def test_smoke_holds_out_whole_sentences_scores_dev_once_and_pools_each_original_once(smoke):
+    out, _ = smoke
+    data = out / "data"
+    split = json.loads((data / "split.json").read_text())
+    assert split["holdout_sentences"] == 64 and split["train_rows"] == 384 and split["dropped_inside_holdout"] > 0
+
+    def texts(name):
+        return [" " + " ".join(line.split("\t")[0].split()) + " " for line in
+                (data / f"{name}.tsv").read_text(encoding="utf-8").splitlines()[1:]]
+
+    held, train = texts("holdout"), texts("train")
+    assert len(held) == 64 and len(train) == 384
+    # no train row is inside a held-out sentence, and no held-out sentence is inside a train row
+    assert not [t for t in train if any(t in h for h in held)]
+    assert not [h for h in held if any(h in t for t in train)]
+    for row in ("teacher", "labels", "td", "td_aug", "td_aug_nogd", "td_aug_3l384"):
+        run_dir = out / (os.path.join("teacher_s1", "teacher") if row == "teacher" else os.path.join(
+            row, "s1", "student_labels" if row == "labels" else "phase2"))
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        # evaluations during training: the held-out sentences only; dev once, on best.ckpt, after training
+        assert [os.path.basename(f) for f in manifest["config"]["data"]["eval_files"]] == ["holdout.mindrecord"], row
+        dev = json.loads((run_dir / "dev.json").read_text())
+        assert set(dev["sets"]) == {"dev"} and dev["checkpoint"] == str(run_dir / "best.ckpt"), row
+        best = json.loads((run_dir / "best.json").read_text())
+        assert set(best["metrics"]["sets"]) == {"holdout"}, row
+    # the augmented pool: every train row exactly once (128 augmented ones, followed by their variants, and the 256
+    # others), plus the new sentences
+    pool = json.loads((data / "aug" / "pool.json").read_text())
+    assert pool["originals"] == 384 and pool["new"] > 0 and pool["rows"] == 384 + pool["new"]
 
 
 @pytest.mark.slow
@@ -94,6 +127,58 @@ def test_other_knobs_in_the_same_folder_are_refused(smoke, shared_data):
     proc = reproduce(out, shared_data, "--aug_n", "3")
     assert proc.returncode == 2
     assert "plan.json: this folder was run with other knobs: aug_n 1 there, 3 now" in proc.stderr
+    # an edited config is another knob
+    plan_path = out / "plan.json"
+    saved = plan_path.read_text()
+    try:
+        plan_path.write_text(saved.replace('"config_sha256": "', '"config_sha256": "0'))
+        proc = reproduce(out, shared_data)
+        assert proc.returncode == 2 and "config_sha256" in proc.stderr
+    finally:
+        plan_path.write_text(saved)
+
+
+def _write_sst2(path, rows):
+    path.write_text("sentence\tlabel\n" + "".join(f"{text} \t{label}\n" for text, label in rows), encoding="utf-8")
+
+
+def test_split_holds_out_whole_sentences_and_drops_their_phrases(tmp_path):
+    """Made-up SST-2 rows: two sentences with their phrases. The held-out sentence is one inside no other row;
+    every train row inside it goes; a phrase of the other sentence stays; word boundaries count ("good" is not in
+    "goods")."""
+    module = load_script()
+    train, dev = tmp_path / "train.tsv", tmp_path / "dev.tsv"
+    _write_sst2(train, [("a good film", 1), ("good", 1), ("a good", 1), ("film", 1), ("the goods were bad", 0),
+                        ("the goods", 0), ("were bad", 0), ("bad", 0)])
+    _write_sst2(dev, [("fine", 1)])
+    plan = {"holdout_sentences": 1, "train_rows": 0, "dev_rows": 0}
+    paths = module.split_train(str(train), str(dev), str(tmp_path / "data"), plan)
+    held = [l.split("\t")[0].strip() for l in open(paths["holdout"], encoding="utf-8").read().splitlines()[1:]]
+    kept = [l.split("\t")[0].strip() for l in open(paths["train"], encoding="utf-8").read().splitlines()[1:]]
+    assert held in (["a good film"], ["the goods were bad"])
+    if held == ["a good film"]:
+        assert kept == ["the goods were bad", "the goods", "were bad", "bad"]
+    else:
+        assert kept == ["a good film", "good", "a good", "film"]
+    split = json.loads((tmp_path / "data" / "split.json").read_text())
+    assert split == {"source_rows": 8, "holdout_sentences": 1, "dropped_inside_holdout": 3, "train_rows": 4,
+                     "dev_rows": 1}
+    with pytest.raises(SystemExit, match="only 2 whole sentences"):
+        module.split_train(str(train), str(dev), str(tmp_path / "data2"), dict(plan, holdout_sentences=3))
+
+
+def test_pool_keeps_each_train_row_once(tmp_path):
+    module = load_script()
+    train, aug_source = tmp_path / "train.tsv", tmp_path / "source.tsv"
+    _write_sst2(train, [("a", 1), ("b", 0), ("b", 0), ("c", 1)])
+    _write_sst2(aug_source, [("b", 0)])
+    module.tsv_difference(str(train), str(aug_source), str(tmp_path / "rest.tsv"))
+    assert (tmp_path / "rest.tsv").read_text(encoding="utf-8") == "sentence\tlabel\na \t1\nb \t0\nc \t1\n"
+    augmented = tmp_path / "aug.tsv"
+    _write_sst2(augmented, [("b", 0), ("bee", 0)])  # the original first, then a variant
+    module.concat_tsv([str(augmented), str(tmp_path / "rest.tsv")], str(tmp_path / "pool.tsv"))
+    module.write_pool_stats(str(train), str(tmp_path / "pool.tsv"), str(tmp_path / "pool.json"))
+    assert json.loads((tmp_path / "pool.json").read_text()) == {"rows": 5, "originals": 4, "new": 1}
 
 
 def test_bad_knobs_are_refused(tmp_path, shared_data):
@@ -108,12 +193,13 @@ def test_summary_mean_std_gap_and_table():
     module = load_script()
 
     def runs(*accs, hidden=312, params=14.4e6, layers=4):
-        return {str(i + 1): {"dev": a, "holdout": a, "dev_final": a, "best_step": 1, "steps": 2, "dev_examples": 872,
+        return {str(i + 1): {"dev": a, "holdout": a, "best_step": 1, "steps": 2, "dev_examples": 872,
                              "parameters": params, "layers": layers, "hidden": hidden} for i, a in enumerate(accs)}
 
     made = {"teacher": runs(0.90, 0.92, 0.91, hidden=384, params=22.7e6, layers=6),
             "labels": runs(0.84, 0.85, 0.86), "td_aug": runs(0.88, 0.89, 0.87)}
-    plan = {"seeds": [1, 2, 3], "rows": list(made), "holdout_rows": 2000, "aug_n": 2, "aug_rows": 0}
+    plan = {"seeds": [1, 2, 3], "rows": list(made), "holdout_sentences": 500, "aug_n": 2, "aug_rows": 0,
+            "config": "td_config/sst2_tinybert4.yaml", "labels_lr": 5e-5, "code": ["abc123"]}
 
     class FakeLayout:
         pass
@@ -124,7 +210,8 @@ def test_summary_mean_std_gap_and_table():
     rows = module.summarize(FakeLayout(), plan, {"labels/s1": {"seconds": 60.0, "kind": "labels", "samples": 1}},
                             latency)
     assert rows["teacher"]["dev_mean"] == pytest.approx(0.91) and rows["teacher"]["dev_std"] == pytest.approx(0.01)
-    assert rows["td_aug"]["of_teacher"] == pytest.approx(0.88 / 0.91)
+    # against the teacher the students distilled from (seed 1's: 0.90), not the teachers' mean
+    assert rows["td_aug"]["of_teacher"] == pytest.approx(0.88 / 0.90)
     assert rows["td_aug"]["speedup"] == pytest.approx(3.0) and rows["labels"]["train_seconds"] == 60.0
     assert rows["td_aug"]["vs_labels"]["gap"] == pytest.approx(0.03)
     assert rows["td_aug"]["vs_labels"]["larger_than_spread"] is True
@@ -132,6 +219,8 @@ def test_summary_mean_std_gap_and_table():
                                                                             "mindspore": "2"},
                "steps": {"teacher": 1, "gd": 1, "labels": 1, "phase1": 1, "phase2": 1}}
     table = module.markdown(results)
-    assert "| 88.00 ± 1.00 (3) | 96.70% | 10.0 ms | 3.0x | 0m00s |" in table
-    assert "Row 4 - row 2: +3.00 points (larger than the larger of their stds)." in table
+    assert "| 88.00 ± 1.00 (3) | 97.78% | 10.0 ms | 3.0x | 0m00s |" in table
+    assert ("Row 4 - row 2: +3.00 points (larger than the larger of their stds; a rough guide over 3 seed(s), not a "
+            "significance test).") in table
+    assert "Teacher: every student distils from the seed-1 teacher (dev 90.00)" in table and "Code: abc123." in table
     assert "Latency: exported MINDIR, batch 1, seq 64, median of 100 alternating calls" in table
