@@ -207,3 +207,32 @@ def test_ckpt_files_are_the_bytes_mindspore_writes(tmp_path):
         checkpoint_module.write_ckpt_file([("nothing", np.zeros((0, 3), np.float32))], str(tmp_path / "e.ckpt"))
     with pytest.raises(CheckpointError, match="complex64"):
         checkpoint_module.write_ckpt_file([("z", np.zeros(2, np.complex64))], str(tmp_path / "z.ckpt"))
+
+
+def test_a_loaded_network_takes_the_configs_dropout_and_keeps_its_layer_norm_eps(tiny_config, tmp_path, caplog):
+    """Dropout is a training setting: a student loaded from GD (saved with 0.1) trains with the config's value; the
+    checkpoint's layer_norm_eps stays (its weights were trained with it) and a config asking another is logged."""
+    import dataclasses
+    import logging
+
+    from src.infra.backend import Backend
+    from src.model.bert import BertModel as Model
+    from src.training.networks import load_network
+
+    path = save_model(Model(dataclasses.replace(tiny_config, hidden_dropout_prob=0.1,
+                                                attention_probs_dropout_prob=0.1)), str(tmp_path / "gd.ckpt"))
+    rng = np.random.default_rng(0)
+    x = (ms.Tensor(rng.integers(1, tiny_config.vocab_size, (2, 8)).astype(np.int32)),
+         ms.Tensor(np.zeros((2, 8), np.int32)), ms.Tensor(np.ones((2, 8), np.int32)))
+    no_dropout = dataclasses.replace(tiny_config, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                                     layer_norm_eps=1e-5)
+    with caplog.at_level(logging.INFO):
+        net = load_network(path, "student", no_dropout, "backbone", Backend())
+    net.set_train(True)
+    np.testing.assert_array_equal(net(*x)[0].asnumpy(), net(*x)[0].asnumpy())  # no dropout although saved with 0.1
+    assert "hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0 from the config's 'student:' section" in caplog.text
+    assert f"layer_norm_eps {tiny_config.layer_norm_eps:g} kept from the checkpoint" in caplog.text
+    again = load_network(path, "student", dataclasses.replace(no_dropout, hidden_dropout_prob=0.1), "backbone",
+                         Backend())
+    again.set_train(True)
+    assert not np.allclose(again(*x)[0].asnumpy(), again(*x)[0].asnumpy())

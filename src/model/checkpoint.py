@@ -10,6 +10,7 @@ mismatches raise CheckpointError listing the first ones, unless the caller names
 """
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import hashlib
 import json
@@ -289,8 +290,12 @@ def save_model(net: nn.Cell, path: str, extra: Optional[Dict[str, Any]] = None) 
 _CLASSIFIER_HEADS = ("sequence_classification", "token_classification")
 
 
-def load_model(path: str, head: Optional[str] = None, backend: Backend = PORTABLE, **head_kwargs: Any) -> nn.Cell:
+def load_model(path: str, head: Optional[str] = None, backend: Backend = PORTABLE,
+               model_overrides: Optional[Dict[str, Any]] = None, **head_kwargs: Any) -> nn.Cell:
     """Build the network described beside `path` and load its weights strictly (SHA-256 verified).
+
+    `model_overrides`: BertConfig fields to build with instead of the saved ones (settings that do not change the
+    weights' shapes, such as the dropout probabilities).
 
     Without `head`, the saved network is rebuilt; keyword arguments override saved head arguments (a changed
     num_labels then fails on the classifier's shape). With a different `head`, only the encoder (`bert.*`)
@@ -300,6 +305,8 @@ def load_model(path: str, head: Optional[str] = None, backend: Backend = PORTABL
     """
     meta = read_metadata(path, verify=True)
     config = read_model_config(path)
+    if model_overrides:
+        config = dataclasses.replace(config, **model_overrides)
     saved = dict(meta.get("head") or {"type": "backbone"})
     saved_type = saved.pop("type")
     head = head or saved_type

@@ -77,11 +77,26 @@ def check_architecture(expected: BertConfig, found: BertConfig, role: str, path:
                           + "\n  ".join(diffs) + f"\nset {role}.preset / {role}.<key> to the checkpoint's values")
 
 
+# Training settings of the network, not of its weights: the config's values apply to a loaded checkpoint too.
+TRAINING_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob")
+
+
 def load_network(path: str, role: str, expected: BertConfig, head: str, backend: Backend,
                  **head_kwargs: Any) -> nn.Cell:
-    """Load a checkpoint (file or run directory) as `head`, checking its architecture against the config."""
-    check_architecture(expected, ckpt.read_model_config(path), role, path)
-    return ckpt.load_model(path, head=head, backend=backend, **head_kwargs)
+    """Load a checkpoint (file or run directory) as `head`, checking its architecture against the config. The
+    dropout probabilities are the config's (a checkpoint saved with others is logged); layer_norm_eps is the
+    checkpoint's, which its weights were trained with (a config asking another is logged)."""
+    found = ckpt.read_model_config(path)
+    check_architecture(expected, found, role, path)
+    overrides = {k: getattr(expected, k) for k in TRAINING_KEYS if getattr(expected, k) != getattr(found, k)}
+    if overrides:
+        logger.info("%s: %s from the config's '%s:' section (the checkpoint was saved with %s)", path,
+                    ", ".join(f"{k}={v}" for k, v in overrides.items()), role,
+                    ", ".join(f"{k}={getattr(found, k)}" for k in overrides))
+    if expected.layer_norm_eps != found.layer_norm_eps:
+        logger.warning("%s: layer_norm_eps %g kept from the checkpoint (the config's '%s:' section says %g)", path,
+                       found.layer_norm_eps, role, expected.layer_norm_eps)
+    return ckpt.load_model(path, head=head, backend=backend, model_overrides=overrides, **head_kwargs)
 
 
 def task_head(cfg: TDConfig) -> Tuple[str, Dict[str, Any]]:
