@@ -185,6 +185,9 @@ class LossScaleConfig:
     init: float = _bounded(65536.0, ge=1.0)  # initial loss scale
     factor: float = _bounded(2.0, gt=1.0)  # divide on overflow / multiply after `window` clean steps
     window: int = _bounded(1000, gt=0)  # clean steps before the scale grows
+    # the scale never grows past this (as apex's max_loss_scale): without a cap it doubles until the float32 sum of
+    # squares of the scaled gradients overflows, then one step in every `window` is skipped and its batch lost
+    max: float = _bounded(2.0 ** 24, ge=1.0)
 
 
 @dataclass(frozen=True)
@@ -363,6 +366,12 @@ def _validate_models(cfg: Any, where: str) -> None:
     _check_urls(cfg, where)
     cfg.teacher.validate(f"{where}: teacher")
     cfg.student.validate(f"{where}: student")
+    stages = {"gd": cfg.gd} if hasattr(cfg, "gd") else {f"td.{n}": getattr(cfg.td, n) for n in ("finetune", "phase1",
+                                                                                               "phase2")}
+    for name, stage in stages.items():
+        if stage.loss_scale.init > stage.loss_scale.max:
+            raise ConfigError(f"{where}: {name}.loss_scale.init ({stage.loss_scale.init:g}) is above "
+                              f"{name}.loss_scale.max ({stage.loss_scale.max:g}); expected init <= max")
     seq = cfg.data.seq_length
     for role in ("teacher", "student"):
         limit = getattr(cfg, role).max_position_embeddings

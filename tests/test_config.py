@@ -325,3 +325,13 @@ def test_run_dir_config_difference_ignores_keys_added_at_default_and_removed_key
     # logging and saving intervals change no result: a resumed run may change them
     assert config_difference({"gd": {"log_steps": 10, "save_steps": 100, "lr": 1.0}},
                              {"gd": {"log_steps": 1, "save_steps": 5, "lr": 1.0}}) == []
+
+
+def test_a_loss_scale_starting_above_its_max_is_refused():
+    with pytest.raises(ConfigError, match=r"td\.phase1\.loss_scale\.init \(1e\+09\) is above td\.phase1\.loss_scale\.max "
+                                          r"\(1\.67772e\+07\); expected init <= max"):
+        load_config(os.path.join(ROOT, "td_config", "sst2.yaml"), ["--td.phase1.loss_scale.init=1e9"])
+    with pytest.raises(ConfigError, match=r"gd\.loss_scale\.init \(65536\) is above gd\.loss_scale\.max \(1024\)"):
+        load_config(os.path.join(ROOT, "gd_config.yaml"), ["--gd.loss_scale.max=1024"])
+    cfg = load_config(os.path.join(ROOT, "gd_config.yaml"), ["--gd.loss_scale.max=1e9"])
+    assert cfg.gd.loss_scale.max == 1e9

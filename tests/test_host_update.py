@@ -11,13 +11,13 @@ from src.training.step import TrainStep
 from src.training.host_update import HostUpdate
 
 
-def make_step(clip_mode="global", window=1000, max_grad_norm=1.0):
+def make_step(clip_mode="global", window=1000, max_grad_norm=1.0, max_scale=2.0 ** 24):
     cfg = BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
                      max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     ms.set_seed(1)
     loss_net = DistillLoss(BertForSequenceClassification(cfg, 2), None, "finetune", DistillConfig())
     stage = StageConfig(lr=1e-2, warmup_ratio=0.2, clip_mode=clip_mode, max_grad_norm=max_grad_norm,
-                        loss_scale=LossScaleConfig(init=1024.0, window=window))
+                        loss_scale=LossScaleConfig(init=1024.0, window=window, max=max_scale))
     return TrainStep(loss_net, loss_net.optimizer_params(), stage, 20, graph=True, host_update=False)
 
 
@@ -92,6 +92,22 @@ def test_host_update_overflow_skips_and_halves_the_scale_then_grows_it():
     assert host.host_update is not None
     scales = [float(host.step(*data)[3]) for _ in range(2)]
     assert scales == [1024.0, 2048.0]
+
+
+@pytest.mark.slow
+def test_the_loss_scale_stops_growing_at_its_max_in_both_updates():
+    """window 1: every clean step doubles the scale, up to loss_scale.max (2048 here) and no further."""
+    ms.set_context(mode=ms.GRAPH_MODE)
+    data = batch()
+    graph = make_step(window=1, max_scale=2048.0)
+    assert [float(graph.step(*data)[3]) for _ in range(3)] == [2048.0, 2048.0, 2048.0]
+    host_step = make_step(window=1, max_scale=2048.0)
+    host = TrainStep(host_step.loss_net, list(host_step.optimizer.parameters), host_step.stage, 20, graph=True,
+                     host_update=True)
+    assert host.host_update is not None
+    assert [float(host.step(*data)[3]) for _ in range(3)] == [2048.0, 2048.0, 2048.0]
+    uncapped = make_step(window=1)
+    assert [float(uncapped.step(*data)[3]) for _ in range(3)] == [2048.0, 4096.0, 8192.0]
 
 
 def test_cpu_training_uses_the_host_update_on_one_device_only():

@@ -98,12 +98,12 @@ class HostUpdate:
             for job in jobs:
                 job.result()
             counter += 1
-        # the dynamic loss scale, as ms.amp.DynamicLossScaler.adjust
+        # the dynamic loss scale, as ms.amp.DynamicLossScaler.adjust, capped at loss_scale.max as the graph update
         count_view = self.scaler.counter.asnumpy()
         factor_s, window = float(self.scaler.scale_factor), int(self.scaler.scale_window)
         if finite:
             if int(count_view) == window - 1 and np.isfinite(np.float32(scale * factor_s)):
-                scale_view[...] = np.float32(scale * factor_s)
+                scale_view[...] = np.float32(min(scale * factor_s, self.stage.loss_scale.max))
             count_view[...] = (int(count_view) + 1) % window
         else:
             scale_view[...] = np.float32(max(1.0, scale / factor_s))

@@ -56,6 +56,7 @@ class TrainStep:
         self.scaler = ms.amp.DynamicLossScaler(scale_value=float(stage.loss_scale.init),
                                                scale_factor=int(stage.loss_scale.factor),
                                                scale_window=int(stage.loss_scale.window))
+        self.max_scale = ms.Tensor(float(stage.loss_scale.max), ms.float32)  # loss_scale.max caps the growth
         self.reducer = None
         if distributed:
             from mindspore.communication import GlobalComm, get_group_size  # pylint: disable=import-outside-toplevel
@@ -117,6 +118,7 @@ class TrainStep:
             if finite:
                 self.optimizer(grads)
             self.scaler.adjust(finite)
+            ops.assign(self.scaler.scale_value, ops.minimum(self.scaler.scale_value.value(), self.max_scale))
             return finite, norm, self.scaler.scale_value.value()
 
         return update
