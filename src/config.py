@@ -368,6 +368,11 @@ def _validate_models(cfg: Any, where: str) -> None:
     cfg.student.validate(f"{where}: student")
     stages = {"gd": cfg.gd} if hasattr(cfg, "gd") else {f"td.{n}": getattr(cfg.td, n) for n in ("finetune", "phase1",
                                                                                                "phase2")}
+    if cfg.distill.reference_parity and cfg.data.bucket_boundaries:
+        raise ConfigError(f"{where}: distill.reference_parity: true averages over every position as the original "
+                          f"does, which pads every row to data.seq_length; with data.bucket_boundaries "
+                          f"{list(cfg.data.bucket_boundaries)} the padding, and so the losses, differ: set "
+                          f"data.bucket_boundaries: [] for parity")
     for name, stage in stages.items():
         if stage.loss_scale.init > stage.loss_scale.max:
             raise ConfigError(f"{where}: {name}.loss_scale.init ({stage.loss_scale.init:g}) is above "

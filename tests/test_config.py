@@ -335,3 +335,14 @@ def test_a_loss_scale_starting_above_its_max_is_refused():
         load_config(os.path.join(ROOT, "gd_config.yaml"), ["--gd.loss_scale.max=1024"])
     cfg = load_config(os.path.join(ROOT, "gd_config.yaml"), ["--gd.loss_scale.max=1e9"])
     assert cfg.gd.loss_scale.max == 1e9
+
+
+def test_reference_parity_with_length_buckets_is_refused():
+    """The original pads every row to max_seq_length and its losses average over every position; buckets change
+    the padding, so parity cannot hold."""
+    path = os.path.join(ROOT, "td_config", "sst2_tinybert4.yaml")  # bucket_boundaries [16, 32]
+    with pytest.raises(ConfigError, match=r"distill\.reference_parity: true .* data\.bucket_boundaries \[16, 32\] .*"
+                                          r"set data\.bucket_boundaries: \[\] for parity"):
+        load_config(path, ["--distill.reference_parity=true"])
+    cfg = load_config(path, ["--distill.reference_parity=true", "--data.bucket_boundaries=[]"])
+    assert cfg.distill.reference_parity and not cfg.data.bucket_boundaries
