@@ -206,6 +206,11 @@ def check_plan(out, plan):
             raise ValueError(f"{path}: this folder was run with other knobs: "
                              + "; ".join(f"{k} {old.get(k)!r} there, {plan.get(k)!r} now" for k in differ)
                              + f". Give --out another folder, or the same knobs")
+        if min(plan["seeds"]) < old["seeds"][0]:
+            raise ValueError(f"{path}: --seeds {','.join(map(str, plan['seeds']))}: every student here distils from "
+                             f"the seed-{old['seeds'][0]} teacher, the folder's first seed; a lower seed would make "
+                             f"another teacher the first. Add seeds above {old['seeds'][0]}, or give --out another "
+                             f"folder")
         plan = dict(plan, seeds=sorted(set(old["seeds"]) | set(plan["seeds"])),
                     rows=[r for r in ROWS if r in set(old["rows"]) | set(plan["rows"])], code=old.get("code", []))
     version = code_version()

@@ -127,6 +127,9 @@ def test_other_knobs_in_the_same_folder_are_refused(smoke, shared_data):
     proc = reproduce(out, shared_data, "--aug_n", "3")
     assert proc.returncode == 2
     assert "plan.json: this folder was run with other knobs: aug_n 1 there, 3 now" in proc.stderr
+    # a seed below the folder's first would change the teacher every student distils from
+    proc = reproduce(out, shared_data, "--seeds", "0")
+    assert proc.returncode == 2 and "every student here distils from the seed-1 teacher" in proc.stderr
     # an edited config is another knob
     plan_path = out / "plan.json"
     saved = plan_path.read_text()
@@ -224,3 +227,14 @@ def test_summary_mean_std_gap_and_table():
             "significance test).") in table
     assert "Teacher: every student distils from the seed-1 teacher (dev 90.00)" in table and "Code: abc123." in table
     assert "Latency: exported MINDIR, batch 1, seq 64, median of 100 alternating calls" in table
+
+
+def test_a_folder_takes_more_seeds_above_its_first_only(tmp_path):
+    module = load_script()
+    args = module.build_parser().parse_args(["--smoke", "--seeds", "2"])
+    plan = module.check_plan(str(tmp_path), module.make_plan(args))
+    assert plan["seeds"] == [2] and plan["code"]
+    more = module.check_plan(str(tmp_path), module.make_plan(module.build_parser().parse_args(["--smoke", "--seeds", "3"])))
+    assert more["seeds"] == [2, 3]
+    with pytest.raises(ValueError, match="every student here distils from the seed-2 teacher, the folder's first seed"):
+        module.check_plan(str(tmp_path), module.make_plan(module.build_parser().parse_args(["--smoke", "--seeds", "1"])))
