@@ -236,3 +236,36 @@ def test_a_loaded_network_takes_the_configs_dropout_and_keeps_its_layer_norm_eps
                          Backend())
     again.set_train(True)
     assert not np.allclose(again(*x)[0].asnumpy(), again(*x)[0].asnumpy())
+
+
+def test_a_resumed_run_keeps_a_best_checkpoint_saved_after_its_state(tiny_config, tmp_path, caplog):
+    """best.ckpt is written at once, the manifest names it from the next save on: a run killed in between resumes
+    from the older state with the older best in its manifest. The newer best.ckpt stays the best so far (the
+    replayed steps may score lower with other dropout masks); an incomplete one is ignored."""
+    import logging
+
+    from src.training.loop import adopt_newer_best
+    from src.training.manifest import Manifest
+
+    run_dir = tmp_path / "phase2"
+    path = save_model(BertModel(tiny_config), str(run_dir / "best.ckpt"),
+                      extra={"stage": "phase2", "step": 30, "metrics": {"score": 0.9, "step": 30}})
+
+    def manifest(best_step):
+        m = Manifest(stage="phase2", config={}, started_from={})
+        m.metrics.best = {"score": 0.8, "step": best_step}
+        return m
+
+    older = manifest(20)
+    with caplog.at_level(logging.INFO):
+        adopt_newer_best(str(run_dir), older)
+    assert older.metrics.best == {"score": 0.9, "step": 30} and older.checkpoints.best == "best.ckpt"
+    assert "best so far is best.ckpt (score 0.9000 at step 30)" in caplog.text
+    newer = manifest(40)  # the manifest already names a later best: nothing changes
+    adopt_newer_best(str(run_dir), newer)
+    assert newer.metrics.best == {"score": 0.8, "step": 40}
+    with open(path, "r+b") as f:  # killed while writing best.ckpt
+        f.truncate(100)
+    broken = manifest(20)
+    adopt_newer_best(str(run_dir), broken)
+    assert broken.metrics.best == {"score": 0.8, "step": 20} and "not used as the best so far" in caplog.text

@@ -26,9 +26,10 @@ from src.config import DataConfig, StageConfig
 from src.data.dataset import Batch, create_tinybert_dataset
 from src.distill.loss import LossOutput
 from src.infra.backend import Backend
+from src.model import checkpoint as ckpt
 from src.training.checkpoints import StageCheckpoints, weights_digest
 from src.training.evaluation import Evaluator
-from src.training.manifest import Manifest, Position, lock_run_dir, truncate_metrics, unlock_run_dir
+from src.training.manifest import BEST, Manifest, Position, lock_run_dir, truncate_metrics, unlock_run_dir
 from src.training.metrics_log import MetricsLog, TrainWindow
 from src.training.optim import lr_at
 from src.training.sink import SinkFeed, loss_normalizers, step_dataset
@@ -112,7 +113,30 @@ def _start_manifest(stage: Stage, steps_per_epoch: int, total_steps: int,
         for key in ("step", "position", "optimizer_steps", "overflow_steps", "metrics", "checkpoints",
                     "started_from"):
             setattr(manifest, key, getattr(resume_from, key))
+        adopt_newer_best(stage.run_dir, manifest)
     return manifest
+
+
+def adopt_newer_best(run_dir: str, manifest: Manifest) -> None:
+    """A best.ckpt written after the state a run resumes from (the manifest names a new best only from the next
+    save on) stays the best so far: the replayed steps draw other dropout masks, may score lower at the same step,
+    and must not replace it with a worse checkpoint."""
+    path = os.path.join(run_dir, BEST)
+    if not os.path.isfile(path):
+        return
+    try:
+        meta = ckpt.read_metadata(path, verify=True)
+    except ckpt.CheckpointError as err:  # an incomplete best.ckpt (killed while writing) is simply replaced
+        logger.warning("%s: not used as the best so far (%s)", path, err)
+        return
+    metrics, best = meta.get("metrics"), manifest.metrics.best
+    if not isinstance(metrics, dict) or "score" not in metrics:
+        return
+    if best is None or int(meta.get("step", -1)) > int(best.get("step", -1)):
+        manifest.metrics.best = metrics
+        manifest.checkpoints.best = BEST
+        logger.info("%s: best so far is %s (score %.4f at step %s), saved after the state this run resumes from",
+                    run_dir, BEST, metrics["score"], meta.get("step"))
 
 
 def run_stage(stage: Stage, resume_from: Optional[Manifest] = None) -> Manifest:
