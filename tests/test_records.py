@@ -181,3 +181,24 @@ def test_non_integer_values_are_rejected_not_truncated(tmp_path):
         write_records([dict(_rows(1)[0], input_ids=[[1, 2], [3]])], out, COLUMNS, fmt="tfrecord")
     (path,) = write_records([dict(_rows(1)[0], label_ids=2.0)], out, COLUMNS, fmt="tfrecord")  # integral float
     assert next(iter_tfrecord(path))["label_ids"] == [2]
+
+
+@pytest.mark.parametrize("shards", [1, 2])
+def test_files_move_into_place_with_the_output_itself_last(tmp_path, monkeypatch, shards):
+    """A kill between the moves must never leave a data file under its final name without its .db index: side
+    files go first, then the data shards, the file named `output` (what a rerun checks) last."""
+    moved = []
+    real_replace = os.replace
+
+    def replace(src, dst):
+        moved.append(os.path.basename(dst))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    write_records(_rows(4), str(tmp_path / "d.mindrecord"), COLUMNS, num_shards=shards,
+                  vocab={"sha256": "x", "size": 9})
+    side = [n for n in moved if n.endswith((".db", ".json"))]
+    data = [n for n in moved if not n.endswith((".db", ".json"))]
+    assert side and data and moved == side + data, moved
+    if shards == 1:
+        assert moved[-1] == "d.mindrecord" and "d.mindrecord.db" in side

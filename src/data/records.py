@@ -370,7 +370,11 @@ def write_records(rows: Iterable[Dict[str, Any]], output: str, columns: Dict[str
                 _write_json(name + VOCAB_SUFFIX, {"vocab": dict(vocab)})
         written = sorted(os.listdir(tmp_dir))  # data, .db index and schema files, names unchanged
         _remove_stale_outputs(output, written)
-        for name in written:
+        # into place side files first (.db index, schema and vocab JSON), then the data shards, `output` itself
+        # last: a kill part way never leaves a data file under its final name without its index beside it (a
+        # rerun that sees `output` takes the records as written)
+        base = os.path.basename(output)
+        for name in sorted(written, key=lambda n: (n == base, not n.endswith((".db", ".json")), n)):
             os.replace(os.path.join(tmp_dir, name), os.path.join(parent, name))
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
