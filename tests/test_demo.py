@@ -29,12 +29,12 @@ def given_run():
     folder, log = os.environ.get("TINYBERT_DEMO_RUN"), os.environ.get("TINYBERT_DEMO_LOG")
     if not folder:
         return None
-    folder = pathlib.Path(ROOT, folder)
-    if not log or not os.path.isfile(log):
+    folder = pathlib.Path(ROOT, folder)  # relative paths are from the repository (absolute ones stay)
+    if not log or not pathlib.Path(ROOT, log).is_file():
         pytest.fail(f"TINYBERT_DEMO_RUN={folder} needs TINYBERT_DEMO_LOG, the quick start's output; got {log!r}")
     if not (folder / "results.json").is_file():
         pytest.fail(f"TINYBERT_DEMO_RUN={folder}: no results.json there (the quick start did not finish)")
-    return folder, pathlib.Path(log)
+    return folder, pathlib.Path(ROOT, log)
 
 
 def run_demo(out, shared_data, sizes=TINY):
