@@ -754,6 +754,10 @@ def machine():
             "mindspore": mindspore.__version__}
 
 
+def _count(value):
+    return f"{value:,}" if isinstance(value, int) else "?"
+
+
 def _pct(value):
     return "" if value is None else f"{100 * value:.2f}"
 
@@ -779,8 +783,8 @@ def markdown(results):
     examples = next((x["dev_examples"] for r in results["rows"].values() for x in r["runs"].values()), "?")
     notes = ["", f"Accuracy: all {examples} dev sentences, scored once per run, at the checkpoint that was best on "
              f"{plan['holdout_sentences']} whole train sentences held out from training (evaluated 4-6 times per run; "
-             f"the {split.get('dropped_inside_holdout', '?')} train phrases inside them were dropped from training too, "
-             f"leaving {split.get('train_rows', '?')} train rows); std is the sample std over seeds.",
+             f"the {_count(split.get('dropped_inside_holdout'))} train phrases inside them were dropped from training "
+             f"too, leaving {_count(split.get('train_rows'))} train rows); std is the sample std over seeds.",
              f"Teacher: every student distils from the seed-{plan['seeds'][0]} teacher"
              + (f" (dev {_pct(teacher_run['dev'])})" if teacher_run else "")
              + "; \"of teacher\" is a row's mean over that teacher's dev accuracy. General distillation is one run "
@@ -789,7 +793,8 @@ def markdown(results):
              f"({plan['config']}). Steps: teacher {steps['teacher']}, GD {steps['gd']} (seq 128), labels-only "
              f"{steps['labels']} (lr {plan['labels_lr']:g}), TD phase 1 {steps['phase1']} + phase 2 {steps['phase2']}, "
              f"the same numbers of steps for the augmented rows, on the augmented pool"
-             + (f" ({pool['rows']} rows: {pool['originals']} train rows and {pool['new']} new ones from GloVe "
+             + (f" ({_count(pool['rows'])} rows: {_count(pool['originals'])} train rows and {_count(pool['new'])} new "
+                f"ones from GloVe "
                 f"augmentation, N = {plan['aug_n']}, of {plan['aug_rows'] or 'every'} train "
                 f"sentence{'s' if plan['aug_rows'] else ''})" if pool else "")
              + ". Training time: the row's seeds together (GD, shared by rows 2-4, not included).",
