@@ -72,27 +72,20 @@ def _die_with_parent():
         pass
 
 
-def run_json(args):
-    """Run `python args...` in the repository and return the JSON object it prints last on stdout."""
-    print("+ python " + " ".join(shlex.quote(a) for a in args), flush=True)
-    done = subprocess.run([sys.executable] + args, cwd=ROOT, env=dict(os.environ), check=False, stdout=subprocess.PIPE,
-                          text=True, preexec_fn=_die_with_parent)
-    lines = done.stdout.splitlines()
-    start = max((i for i, line in enumerate(lines) if line == "{"), default=None)
-    if done.returncode or start is None:
-        sys.exit(f"reproduce: the command above failed (exit status {done.returncode}); its output ended with:\n"
-                 + "\n".join(lines[-20:]))
-    return json.loads("\n".join(lines[start:]))
-
-
-def run(args):
-    """Run `python args...` in the repository; print the command; stop if it fails."""
+def run(args, returns_json=False):
+    """Run `python args...` in the repository; print the command; stop if it fails. returns_json: capture stdout
+    and return the (indented) JSON object the command prints last."""
     print("+ python " + " ".join(shlex.quote(a) for a in args), flush=True)
     env = dict(os.environ)  # MindSpore in this process set OMP_NUM_THREADS=1 in the C environment only
-    done = subprocess.run([sys.executable] + args, cwd=ROOT, env=env, check=False, preexec_fn=_die_with_parent)
-    if done.returncode:
+    done = subprocess.run([sys.executable] + args, cwd=ROOT, env=env, check=False, preexec_fn=_die_with_parent,
+                          stdout=subprocess.PIPE if returns_json else None, text=True)
+    lines = done.stdout.splitlines() if returns_json else []
+    start = max((i for i, line in enumerate(lines) if line == "{"), default=None)
+    if done.returncode or (returns_json and start is None):
         sys.exit(f"reproduce: the command above failed (exit status {done.returncode}). Fix the cause and run the "
-                 f"same command again: finished stages are skipped, interrupted training resumes")
+                 f"same command again: finished stages are skipped, interrupted training resumes"
+                 + ("".join(f"\n  {line}" for line in lines[-20:]) if returns_json else ""))
+    return json.loads("\n".join(lines[start:])) if returns_json else None
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -155,6 +148,8 @@ def make_plan(args):
     plan["rows"] = [r for r in ROWS if r in rows or r == "teacher"]  # every student needs the teacher
     if args.budget <= 0:
         raise ValueError(f"--budget: got {args.budget}; expected > 0")
+    from src.infra.files import file_sha256  # pylint: disable=import-outside-toplevel
+
     plan.update(smoke=args.smoke, budget=args.budget, labels_lr=args.labels_lr, config=CONFIG,
                 config_sha256=file_sha256(os.path.join(ROOT, CONFIG)))
     for key in ("holdout_sentences", "gd_steps", "gd_batch", "gd_dupe_factor", "aug_n", "latency_repeats"):
@@ -164,13 +159,6 @@ def make_plan(args):
         if plan[key] <= 0:
             raise ValueError(f"--{key}: got {plan[key]}; expected > 0")
     return plan
-
-
-def file_sha256(path):
-    import hashlib  # pylint: disable=import-outside-toplevel
-
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 def code_version():
@@ -375,9 +363,9 @@ def main(argv=None):
         if not os.path.isdir(run_dir) or os.path.isfile(target) or not os.path.isfile(os.path.join(run_dir,
                                                                                                     "best.json")):
             return
-        result = run_json(["run_task_distill.py", "--config", CONFIG, "--phase", "eval", "--checkpoint",
+        result = run(["run_task_distill.py", "--config", CONFIG, "--phase", "eval", "--checkpoint",
                            os.path.join(run_dir, "best.ckpt"), f"--data.eval_files=[{records['dev']}]",
-                           *([f"--data.bucket_boundaries=[]"] if plan["smoke"] else [])])
+                      *(["--data.bucket_boundaries=[]"] if plan["smoke"] else [])], returns_json=True)
         from src.infra.files import write_json_atomic  # pylint: disable=import-outside-toplevel
 
         write_json_atomic(target, result)
@@ -524,9 +512,7 @@ def split_train(train_tsv, dev_tsv, data, plan):
     split_json = os.path.join(data, "split.json")
     if all(os.path.isfile(p) for p in paths.values()) and os.path.isfile(split_json):
         return paths
-    with open(train_tsv, encoding="utf-8") as f:
-        lines = f.read().splitlines()
-    header, body = lines[0], lines[1:]
+    header, body = tsv_rows(train_tsv)
     # word-aligned containment: " a b " in " x a b y "; rows joined by newlines, which no row contains
     padded = [" " + " ".join(line.split("\t")[0].split()) + " " for line in body]
     joined, copies = "\n".join(padded), collections.Counter(padded)
@@ -553,14 +539,13 @@ def split_train(train_tsv, dev_tsv, data, plan):
             raise SystemExit(f"reproduce: --train_rows {plan['train_rows']}: only {len(rest)} train rows are left "
                              f"after the held-out sentences")
         rest = sorted(np.random.default_rng(0).permutation(rest)[:plan["train_rows"]].tolist())
-    with open(dev_tsv, encoding="utf-8") as f:
-        dev_lines = f.read().splitlines()
-    dev_body = dev_lines[1:plan["dev_rows"] + 1] if plan["dev_rows"] else dev_lines[1:]
+    dev_header, dev_body = tsv_rows(dev_tsv)
+    dev_body = dev_body[:plan["dev_rows"]] if plan["dev_rows"] else dev_body
     os.makedirs(data, exist_ok=True)
     for name, rows in (("holdout", [body[i] for i in sorted(held)]), ("train", [body[i] for i in rest]),
                        ("dev", dev_body)):
         with atomic_output(paths[name]) as f:
-            f.write("\n".join([header if name != "dev" else dev_lines[0]] + rows) + "\n")
+            f.write("\n".join([header if name != "dev" else dev_header] + rows) + "\n")
     write_json_atomic(split_json, {"source_rows": len(body), "holdout_sentences": len(held),
                                    "dropped_inside_holdout": dropped, "train_rows": len(rest),
                                    "dev_rows": len(dev_body)})
@@ -575,36 +560,36 @@ def tsv_rows(path):
     return lines[0], lines[1:]
 
 
+def rows_minus(rows, remove):
+    """`rows` less `remove`, as multisets (a row listed twice in `remove` goes twice), in `rows`' order."""
+    import collections  # pylint: disable=import-outside-toplevel
+
+    left = collections.Counter(remove)
+    kept = []
+    for row in rows:
+        if left[row]:
+            left[row] -= 1
+        else:
+            kept.append(row)
+    return kept
+
+
 def tsv_difference(path, minus, target):
     """The rows of `path` that are not rows of `minus` (as a multiset), header kept."""
-    import collections  # pylint: disable=import-outside-toplevel
     from src.infra.files import atomic_output  # pylint: disable=import-outside-toplevel
 
     header, rows = tsv_rows(path)
-    remove = collections.Counter(tsv_rows(minus)[1])
-    kept = []
-    for row in rows:
-        if remove[row]:
-            remove[row] -= 1
-        else:
-            kept.append(row)
     with atomic_output(target) as out:
-        out.write("\n".join([header] + kept) + "\n")
+        out.write("\n".join([header] + rows_minus(rows, tsv_rows(minus)[1])) + "\n")
 
 
 def write_pool_stats(train, pool, target):
     """data/aug/pool.json: rows of the augmented pool and how many of them are train rows (originals)."""
-    import collections  # pylint: disable=import-outside-toplevel
     from src.infra.files import write_json_atomic  # pylint: disable=import-outside-toplevel
 
-    originals = collections.Counter(tsv_rows(train)[1])
     rows = tsv_rows(pool)[1]
-    found = 0
-    for row in rows:
-        if originals[row]:
-            originals[row] -= 1
-            found += 1
-    write_json_atomic(target, {"rows": len(rows), "originals": found, "new": len(rows) - found})
+    new = len(rows_minus(rows, tsv_rows(train)[1]))
+    write_json_atomic(target, {"rows": len(rows), "originals": len(rows) - new, "new": new})
 
 
 def concat_tsv(paths, target):
