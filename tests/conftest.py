@@ -92,10 +92,32 @@ def shared_data() -> str:
     return SHARED_DATA
 
 
+# Scheduling. pytest.ini runs the suite on 2 pytest-xdist workers (-n 2 --dist loadfile --no-loadscope-reorder):
+# a module runs whole on one worker, so its module-scoped fixtures (e.g. the reproduction's smoke run) are built
+# once, and modules are handed out in collection order. Most of a test's time is one-core work (Python, graph
+# compiles), so two workers on two cores take about half the time. The modules that take minutes are collected
+# first, longest first, so that the short ones fill in around them instead of one long module running alone at
+# the end. Minutes: per-module sums of --durations=0 in a full run on 2 workers and 2 cores (2026-12-07), rounded;
+# test_demo.py as in CI, where it checks the quick start's run (alone it trains a tiny demo, ~8 minutes more).
+LONG_MODULES = {
+    "test_run_commands.py": 10, "test_reproduce_sst2.py": 9.5, "test_export.py": 3, "test_demo.py": 3,
+    "test_hub.py": 2.5, "test_evaluation.py": 2, "test_sink.py": 1.5, "test_hf_parity.py": 1.5,
+    "test_infer_chain.py": 1.5, "test_distill.py": 1, "test_host_update.py": 1, "test_bench.py": 1,
+}
+
+
+def pytest_collection_modifyitems(items):
+    missing = [name for name in LONG_MODULES if not os.path.isfile(os.path.join(ROOT, "tests", name))]
+    if missing:  # a renamed module would silently lose its place
+        raise pytest.UsageError(f"tests/conftest.py: LONG_MODULES names modules that do not exist: {missing}")
+    rank = {name: i for i, name in enumerate(sorted(LONG_MODULES, key=LONG_MODULES.get, reverse=True))}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
 # Disk: the suite writes a few GB of checkpoints, MINDIR files and records of real MiniLM-size models, and CI
 # machines may have little free disk (a run once failed with "No free disk" half way). The temporary folders a test
 # module made (its tmp_path and tmp_path_factory folders) are deleted as soon as that module finished with nothing
-# failed, so the peak is the largest module, not the sum; a module with a failure keeps its folders to inspect.
+# failed, so the peak is two modules (one per worker), not the sum; a module with a failure keeps its folders.
 _FAILED_MODULES = set()
 
 
