@@ -19,6 +19,25 @@ from src.metrics import IGNORE_INDEX
 PARITY_SCORE_FLOOR = -100.0  # the reference zeroes attention scores at or below this value
 
 
+# sum(x ** 2) over a whole tensor as one [1, n] x [n, 1] product (BLAS): MindSpore's CPU ReduceSum over a large
+# tensor, and the Tile its gradient broadcasts with, are slow. One attention-score term at batch 8 x 12 heads x
+# 128 x 128 took 16 ms forward + backward this way against 55 ms as square + sum (GRAPH mode, 2 cores; the term runs
+# once per mapped layer in GD and phase 1). bench/bench_train_step.py --breakdown times the student part it is in.
+_NT_MATMUL = ops.MatMul(transpose_b=True)
+
+
+def _sum_of_squares(x):
+    flat = x.reshape(1, -1)
+    return _NT_MATMUL(flat, flat).reshape(())
+
+
+def _elements(x) -> float:
+    count = 1
+    for size in x.shape:
+        count *= size
+    return float(count)
+
+
 def _valid_pairs(mask):
     """[B, S] -> [B, 1, S, S] float: 1 where both the query and the key are real tokens."""
     m = mask.astype(ms.float32)
@@ -36,23 +55,28 @@ def attention_mse(student_scores, teacher_scores, mask, reference_parity: bool =
     if reference_parity:
         s = ops.where(student_scores <= PARITY_SCORE_FLOOR, ops.zeros_like(student_scores), student_scores)
         t = ops.where(teacher_scores <= PARITY_SCORE_FLOOR, ops.zeros_like(teacher_scores), teacher_scores)
-        return ops.mean(ops.square(s - t))
+        return _sum_of_squares(s - t) / _elements(s)
     # explicit broadcast: MindSpore's CPU graph runtime keeps the buffer of a broadcasting Mul alive
     pairs = ops.broadcast_to(_valid_pairs(mask), student_scores.shape)
-    diff = ops.square(student_scores - teacher_scores) * pairs
-    count = pairs.sum() if pair_count is None else pair_count * student_scores.shape[1]
-    return diff.sum() / ops.maximum(count, 1.0)
+    total = _sum_of_squares((student_scores - teacher_scores) * pairs)  # pairs is 0/1
+    if pair_count is None:  # sum over (i, j) of m_i m_j = (sum of m)^2 per example, from [B, S] not [B, N, S, S]
+        lengths = mask.astype(ms.float32).sum(-1)
+        count = (lengths * lengths).sum() * student_scores.shape[1]
+    else:
+        count = pair_count * student_scores.shape[1]
+    return total / ops.maximum(count, 1.0)
 
 
 def hidden_mse(student_hidden, teacher_hidden, mask, reference_parity: bool = False, token_count=None):
     """MSE between [B, S, H] (projected) student and teacher hidden states; default: real tokens only
     (token_count: the number of real tokens to divide by, when it is not this batch's own; see attention_mse)."""
     if reference_parity:
-        return ops.mean(ops.square(student_hidden - teacher_hidden))
-    m = ops.broadcast_to(mask.astype(ms.float32).expand_dims(-1), student_hidden.shape)
-    diff = ops.square(student_hidden - teacher_hidden) * m
-    count = m.sum() if token_count is None else token_count * student_hidden.shape[-1]
-    return diff.sum() / ops.maximum(count, 1.0)
+        return _sum_of_squares(student_hidden - teacher_hidden) / _elements(student_hidden)
+    m = mask.astype(ms.float32)
+    total = _sum_of_squares((student_hidden - teacher_hidden) * ops.broadcast_to(m.expand_dims(-1),
+                                                                                 student_hidden.shape))
+    count = (m.sum() if token_count is None else token_count) * student_hidden.shape[-1]
+    return total / ops.maximum(count, 1.0)
 
 
 def soft_cross_entropy(student_logits, teacher_logits, temperature: float = 1.0,
