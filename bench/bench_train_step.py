@@ -61,7 +61,8 @@ def gd_step_setup(args):
     ms.set_device("CPU")
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_seed(0)
-    backend = Backend(gelu=args.cpu_gelu, heads="swap" if args.views else "transpose", host_update=True)
+    backend = Backend(gelu=args.cpu_gelu, heads="swap" if args.views else "transpose", layer_norm=args.layer_norm,
+                      host_update=True)
     teacher_cfg, student_cfg = bert_preset(PRESETS[args.teacher]), bert_preset(PRESETS[args.student])
     pairs = resolve_layer_map("uniform", teacher_cfg.num_hidden_layers, student_cfg.num_hidden_layers)
     teacher, student = build_model(teacher_cfg, "backbone", backend), build_model(student_cfg, "backbone", backend)
@@ -95,7 +96,8 @@ def worker(args):
         times.append(time.perf_counter() - start)
     median = statistics.median(times[args.warmup:])
     print("RESULT " + json.dumps({
-        "side": "mindspore", "cpu_gelu": args.cpu_gelu, "views": args.views, "batch": args.batch, "seq": args.seq,
+        "side": "mindspore", "cpu_gelu": args.cpu_gelu, "views": args.views, "layer_norm": args.layer_norm,
+        "batch": args.batch, "seq": args.seq,
         "teacher": args.teacher, "student": args.student, "median_step_s": round(median, 4),
         "samples_per_s": round(args.batch / median, 3), "first_step_s": round(times[0], 2),
         "step_times": [round(t, 4) for t in times[args.warmup:]], "losses": losses,
@@ -174,10 +176,12 @@ def _commands(args, batch):
     threads = ["--breakdown", "--threads", str(args.torch_threads or 0)] if breakdown else []
     ours = []
     for kind in [k for k in args.cpu_gelu.split(",") if k]:
-        label = f"MindSpore GRAPH, GELU {kind}{'' if args.views else ', no views'}"
+        label = (f"MindSpore GRAPH, GELU {kind}{'' if args.views else ', no views'}"
+                 f"{'' if args.layer_norm == 'aot' else ', builtin LayerNorm'}")
         ours.append((label, [sys.executable, os.path.abspath(__file__), "--worker", "--teacher", args.teacher,
                              "--student", args.student, "--batch", str(batch), "--seq", str(args.seq), "--steps",
-                             str(args.steps), "--warmup", str(args.warmup), "--cpu_gelu", kind]
+                             str(args.steps), "--warmup", str(args.warmup), "--cpu_gelu", kind,
+                             "--layer_norm", args.layer_norm]
                      + ([] if args.views else ["--no_views"]) + threads))
     if not args.torch_python:
         return ours
@@ -343,7 +347,8 @@ def breakdown_worker(args):
              "full_step": run_full, "gemm": run_gemm}
     times = time_parts(calls, args.warmup, args.steps)
     print("RESULT " + json.dumps({
-        "side": "mindspore", "cpu_gelu": args.cpu_gelu, "views": args.views, "batch": args.batch, "seq": args.seq,
+        "side": "mindspore", "cpu_gelu": args.cpu_gelu, "views": args.views, "layer_norm": args.layer_norm,
+        "batch": args.batch, "seq": args.seq,
         "teacher": args.teacher, "student": args.student, "threads": args.threads or "MindSpore's default",
         "parts": part_results(times, args.batch, args.seq), "losses": state["losses"],
         "student_losses": state["student_losses"], "skipped_updates": state["skipped"],
@@ -507,6 +512,8 @@ def main():
     parser.add_argument("--warmup", type=int, default=2, help="untimed first steps (compile; default 2)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of fresh processes per side (default 3)")
     parser.add_argument("--cpu_gelu", default="aot,builtin", help="our GELU kernels to run: aot, builtin or both")
+    parser.add_argument("--layer_norm", default="aot", choices=("aot", "builtin"),
+                        help="LayerNorm by the AOT kernels (what CPU training uses when they build) or MindSpore's")
     parser.add_argument("--no_views", dest="views", action="store_false",
                         help="attention heads with ops.transpose instead of mint views (more memory, see README)")
     parser.add_argument("--torch_python", default=None,

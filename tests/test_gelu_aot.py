@@ -1,5 +1,6 @@
-"""The exact-GELU AOT kernel (src/infra/aot.py): the same function as erf GELU to float32 rounding, its gradient,
-both execution modes, use inside BERT and training, and the fallback when it cannot be compiled."""
+"""The AOT kernels (src/infra/aot.py): exact GELU (the same function as erf GELU to float32 rounding, its gradient),
+the attention-head swap and LayerNorm with its backward; both execution modes, use inside BERT and training, and
+the fallback when they cannot be compiled."""
 import dataclasses
 import math
 import os
@@ -116,19 +117,21 @@ def test_training_backend_uses_the_kernels_on_cpu_only_and_the_portable_one_buil
     from src.config import RunConfig
 
     backend = Backend.for_training(RunConfig(cpu_gelu="aot"), "CPU")
-    assert backend == Backend(gelu="aot", heads="swap", host_update=True)
+    assert backend == Backend(gelu="aot", heads="swap", layer_norm="aot", host_update=True)
     assert isinstance(activation("gelu", backend), gelu_aot.GeluAOT)
     # run.cpu_gelu auto (the default): the kernel measured faster here (tests/test_levers.py); data parallel: aot
     assert Backend.for_training(RunConfig(), "CPU").gelu in ("aot", "builtin")
     assert Backend.for_training(RunConfig(), "CPU", distributed=True).gelu == "aot"
     assert Backend.for_training(RunConfig(cpu_gelu="builtin", cpu_host_update=False), "CPU") == \
-        Backend(gelu="builtin", heads="swap", host_update=False)
+        Backend(gelu="builtin", heads="swap", layer_norm="aot", host_update=False)
     assert Backend.for_training(RunConfig(), "CPU", distributed=True).host_update is False  # the graph update
     assert Backend.for_training(RunConfig(), "GPU") == Backend()  # run.precision auto: float32 on GPU
     assert Backend.for_training(RunConfig(), "Ascend") == Backend(compute_dtype="float16")  # and float16 on Ascend
     assert isinstance(activation("gelu"), nn.GELU)  # export and evaluation: MindSpore's GeLU
     with pytest.raises(ValueError, match="Backend.heads: got 'fast'"):
         Backend(heads="fast")
+    with pytest.raises(ValueError, match="Backend.layer_norm: got 'fused'"):
+        Backend(layer_norm="fused")
 
 
 def test_swap_axes12_kernel_and_its_gradient(kernel, mode):
@@ -157,8 +160,8 @@ def test_swap_axes12_kernel_and_its_gradient(kernel, mode):
 @pytest.mark.slow
 @pytest.mark.parametrize("use_kernel", [True, False])
 def test_training_attention_kernels_give_the_same_bert(kernel, use_kernel):
-    """BERT built for training on CPU (Backend heads "swap": the AOT head swap, or "views": mint views, what is used
-    without the kernel) gives the outputs and gradients of the BERT built for export (ops.transpose), in graph mode."""
+    """BERT built for training on CPU (Backend heads "swap" and layer_norm "aot": the AOT kernels, or "views" and
+    "builtin": what is used without them) gives the outputs and gradients of the BERT built for export (ops.transpose), in graph mode."""
     from src.config import BertConfig
 
     ms.set_context(mode=ms.GRAPH_MODE)
@@ -167,9 +170,13 @@ def test_training_attention_kernels_give_the_same_bert(kernel, use_kernel):
                         attention_probs_dropout_prob=0.0)
     ms.set_seed(4)
     plain = BertModel(config)
-    fast = BertModel(config, Backend(heads="swap" if use_kernel else "views"))
+    fast = BertModel(config, Backend(heads="swap" if use_kernel else "views",
+                                     layer_norm="aot" if use_kernel else "builtin"))
     attention = [cell for _, cell in fast.cells_and_names() if type(cell).__name__ == "BertSelfAttention"]
     assert attention and all(a.use_swap == use_kernel and a.use_views != use_kernel for a in attention)
+    norms = [cell for _, cell in fast.cells_and_names() if type(cell).__name__ == "LayerNorm"]
+    assert len(norms) == 5 and all(n.use_aot == use_kernel for n in norms)  # embeddings + 2 per layer
+    assert [p.name for p in fast.get_parameters()] == [p.name for p in plain.get_parameters()]  # same checkpoints
     ms.load_param_into_net(fast, {p.name: ms.Parameter(p.data.copy(), p.name) for p in plain.get_parameters()})
     rng = np.random.default_rng(5)
     ids = Tensor(rng.integers(0, 99, (3, 11)).astype(np.int32))
@@ -192,3 +199,65 @@ def test_training_attention_kernels_give_the_same_bert(kernel, use_kernel):
     grads_plain = ms.grad(Loss(plain), grad_position=None, weights=plain.trainable_params())(ids, types, mask)
     for p, a, b in zip(fast.trainable_params(), grads_fast, grads_plain):
         np.testing.assert_allclose(a.asnumpy(), b.asnumpy(), atol=1e-4, rtol=1e-4, err_msg=p.name)
+
+
+def layer_norm_reference(x, gamma, beta, eps, dy):
+    """LayerNorm over the last axis and its gradients, in float64."""
+    x, gamma, beta, dy = (a.astype(np.float64) for a in (x, gamma, beta, dy))
+    mean = x.mean(-1, keepdims=True)
+    rstd = 1.0 / np.sqrt(((x - mean) ** 2).mean(-1, keepdims=True) + eps)
+    xhat = (x - mean) * rstd
+    g = dy * gamma
+    dx = rstd * (g - g.mean(-1, keepdims=True) - xhat * (g * xhat).mean(-1, keepdims=True))
+    rows = tuple(range(x.ndim - 1))
+    return xhat * gamma + beta, dx, (dy * xhat).sum(rows), dy.sum(rows)
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 7), (2, 33), (8, 128, 312), (4, 64, 768)])
+def test_layer_norm_kernel_and_its_gradients_match_float64(kernel, mode, shape):
+    """LayerNormAotFwd/Bwd against float64: H not a multiple of the 16 accumulator lanes, and rows enough to be split
+    over threads; gradients for x, gamma and beta through the Custom op's bprop."""
+    op = gelu_aot.layer_norm_op()
+    assert op is not None
+    rng = np.random.default_rng(7)
+    h = shape[-1]
+    x = (rng.standard_normal(shape) * 3 + 1.5).astype(np.float32)
+    gamma, beta = rng.standard_normal(h).astype(np.float32), rng.standard_normal(h).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    eps = 1e-12
+    want_y, want_dx, want_dgamma, want_dbeta = layer_norm_reference(x, gamma, beta, eps, dy)
+    eps_t = Tensor([eps], ms.float32)
+    np.testing.assert_allclose(op(Tensor(x), Tensor(gamma), Tensor(beta), eps_t).asnumpy(), want_y, atol=2e-5, rtol=0)
+
+    class Weighted(nn.Cell):
+        def construct(self, v, g, b, u):
+            return (op(v, g, b, eps_t) * u).sum()
+
+    dx, dgamma, dbeta = ms.grad(Weighted(), grad_position=(0, 1, 2))(Tensor(x), Tensor(gamma), Tensor(beta),
+                                                                      Tensor(dy))
+    scale = np.sqrt(shape[0] * (shape[1] if len(shape) == 3 else 1))  # sums over rows grow like sqrt(rows)
+    np.testing.assert_allclose(dx.asnumpy(), want_dx, atol=2e-5, rtol=0)
+    np.testing.assert_allclose(dgamma.asnumpy(), want_dgamma, atol=2e-5 * scale, rtol=0)
+    np.testing.assert_allclose(dbeta.asnumpy(), want_dbeta, atol=2e-5 * scale, rtol=0)
+
+
+def test_layer_norm_kernel_is_the_same_on_one_thread_and_several(kernel, monkeypatch):
+    """The backward's dgamma/dbeta sum per-thread partials; any thread count gives the same values to rounding."""
+    op = gelu_aot.layer_norm_op()
+    rng = np.random.default_rng(8)
+    x, dy = rng.standard_normal((16, 128, 312)).astype(np.float32), rng.standard_normal((16, 128, 312))
+    gamma, beta = Tensor(np.ones(312, np.float32)), Tensor(np.zeros(312, np.float32))
+    eps_t = Tensor([1e-12], ms.float32)
+
+    class Weighted(nn.Cell):
+        def construct(self, v, g, b, u):
+            return (op(v, g, b, eps_t) * u).sum()
+
+    results = []
+    for threads in ("1", "2", "5"):
+        monkeypatch.setenv("GELU_AOT_NUM_THREADS", threads)
+        results.append([t.asnumpy() for t in ms.grad(Weighted(), grad_position=(0, 1, 2))(
+            Tensor(x), gamma, beta, Tensor(dy.astype(np.float32)))])
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_allclose(a, b, atol=1e-3, rtol=1e-5)

@@ -8,7 +8,8 @@ threads: ~4.7 ms forward on the same tensor, max |gelu - exact| 2.4e-7 against f
 
 The same library holds `SwapAxes12` ([A, B, C, D] -> [A, C, B, D]), which training uses to split and merge the
 attention heads on CPU, because MindSpore 2.10's CPU graph runtime never reuses the buffers of its own Transpose
-(see src/model/bert.py BertSelfAttention; swap_axes12_op()).
+(see src/model/bert.py BertSelfAttention; swap_axes12_op()), and LayerNorm forward/backward (layer_norm_op()),
+because MindSpore 2.10's CPU LayerNormGrad is several times slower.
 
 GELU is used for training on CPU (`run.cpu_gelu: aot`, or `auto`, the default, unless MindSpore's GeLU measured
 faster on this machine: src/infra/levers.py); exported models and evaluation-only commands keep MindSpore's GeLU
@@ -156,6 +157,41 @@ def swap_axes12_op() -> Optional[ops.Custom]:
     _swap_op = ops.Custom(f"{library}:SwapAxes12", out_shape=_swapped, out_dtype=_same, func_type="aot",
                           bprop=bprop)
     return _swap_op
+
+
+_layer_norm_op: Optional[ops.Custom] = None
+
+
+def _layer_norm_shape(x, gamma, beta, eps):  # pylint: disable=unused-argument
+    return x
+
+
+def _layer_norm_grad_shapes(x, gamma, eps, dy):  # pylint: disable=unused-argument
+    return x, gamma, gamma
+
+
+def layer_norm_op() -> Optional[ops.Custom]:
+    """Custom primitive (x [..., H], gamma [H], beta [H], eps [1]) -> LayerNorm over the last axis (float32, CPU),
+    with its backward (LayerNormAotBwd: dx, dgamma, dbeta; mean and rstd recomputed from x); None when the library
+    cannot be built. MindSpore 2.10's CPU LayerNormGrad is slow: on [8, 128, 312] forward + backward took 35 ms with
+    MindSpore's kernels and 13.5 ms with these (same gradients within 2e-6 relative; 2 cores, GRAPH mode), and
+    the student has 9 of them per step."""
+    global _layer_norm_op  # pylint: disable=global-statement
+    if _layer_norm_op is not None:
+        return _layer_norm_op
+    if gelu_ops() is None:  # builds the library (or records why it cannot)
+        return None
+    library = build_library()
+    backward = ops.Custom(f"{library}:LayerNormAotBwd", out_shape=_layer_norm_grad_shapes,
+                          out_dtype=_layer_norm_grad_shapes, func_type="aot")
+
+    def bprop(x, gamma, beta, eps, out, dout):  # pylint: disable=unused-argument
+        dx, dgamma, dbeta = backward(x, gamma, eps, dout)
+        return dx, dgamma, dbeta, ops.zeros_like(eps)
+
+    _layer_norm_op = ops.Custom(f"{library}:LayerNormAotFwd", out_shape=_layer_norm_shape,
+                                out_dtype=_layer_norm_shape, func_type="aot", bprop=bprop)
+    return _layer_norm_op
 
 
 def available() -> bool:

@@ -98,16 +98,26 @@ class Embedding(nn.Cell):
 
 
 class LayerNorm(nn.Cell):
-    """LayerNorm over the last axis with parameters `weight`/`bias` and an explicit epsilon."""
+    """LayerNorm over the last axis with parameters `weight`/`bias` and an explicit epsilon; the AOT kernels for
+    float32 when backend.layer_norm is "aot" (CPU training), MindSpore's LayerNorm otherwise."""
 
-    def __init__(self, dim: int, eps: float):
+    def __init__(self, dim: int, eps: float, backend: Backend = PORTABLE):
         super().__init__()
         self.weight = Parameter(initializer("ones", (dim,), ms.float32))
         self.bias = Parameter(initializer("zeros", (dim,), ms.float32))
         # ops.layer_norm has no CPU kernel in MindSpore 2.10; the LayerNorm primitive does.
         self.norm = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)
+        self.kernel = None
+        if backend.layer_norm == "aot":
+            from src.infra.aot import layer_norm_op  # pylint: disable=import-outside-toplevel
+
+            self.kernel = layer_norm_op()  # None (a warning said why) when the kernels cannot be built
+        self.use_aot = self.kernel is not None
+        self.eps = ms.Tensor([eps], ms.float32)  # a constant input of the kernel, not a parameter
 
     def construct(self, x):
+        if self.use_aot and x.dtype == ms.float32:
+            return self.kernel(x, self.weight, self.bias, self.eps)
         return self.norm(x, self.weight, self.bias)[0]
 
 
@@ -129,13 +139,13 @@ def activation(name: str, backend: Backend = PORTABLE):
 class BertEmbeddings(nn.Cell):
     """Word + position + token-type embeddings, then LayerNorm and dropout: [B, S] ids -> [B, S, H]."""
 
-    def __init__(self, config: BertConfig):
+    def __init__(self, config: BertConfig, backend: Backend = PORTABLE):
         super().__init__()
         h = config.hidden_size
         self.word_embeddings = Embedding(config, config.vocab_size, h)
         self.position_embeddings = Embedding(config, config.max_position_embeddings, h)
         self.token_type_embeddings = Embedding(config, config.type_vocab_size, h)
-        self.LayerNorm = LayerNorm(h, config.layer_norm_eps)  # pylint: disable=invalid-name
+        self.LayerNorm = LayerNorm(h, config.layer_norm_eps, backend)  # pylint: disable=invalid-name
         self.dropout = nn.Dropout(p=config.hidden_dropout_prob)
 
     def construct(self, input_ids, token_type_ids):
@@ -209,7 +219,7 @@ class _DenseResidualNorm(nn.Cell):
     def __init__(self, config: BertConfig, d_in: int, backend: Backend = PORTABLE):
         super().__init__()
         self.dense = dense_layer(config, d_in, config.hidden_size, backend)
-        self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)  # pylint: disable=invalid-name
+        self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps, backend)  # pylint: disable=invalid-name
         self.dropout = nn.Dropout(p=config.hidden_dropout_prob)
 
     def construct(self, hidden, residual):
@@ -320,7 +330,7 @@ class BertModel(nn.Cell):
     def __init__(self, config: BertConfig, backend: Backend = PORTABLE):
         super().__init__()
         self.config = config
-        self.embeddings = BertEmbeddings(config)
+        self.embeddings = BertEmbeddings(config, backend)
         self.encoder = BertEncoder(config, backend)
         self.pooler = BertPooler(config)
 

@@ -85,7 +85,7 @@ class BertPredictionHeadTransform(nn.Cell):
         super().__init__()
         self.dense = dense_layer(config, config.hidden_size, config.hidden_size)
         self.act = activation(config.hidden_act, backend)
-        self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)  # pylint: disable=invalid-name
+        self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps, backend)  # pylint: disable=invalid-name
 
     def construct(self, hidden):
         return self.LayerNorm(self.act(self.dense(hidden)))

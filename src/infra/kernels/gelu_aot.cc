@@ -4,6 +4,11 @@
 //   GeluAotBwd : inputs (x, dy)  -> output dx = dy * (Phi(x) + x * phi(x))
 //   SwapAxes12 : inputs (x [A,B,C,D]) -> output [A,C,B,D] (attention-head split/merge in training; its own
 //                gradient). MindSpore 2.10's CPU graph runtime never reuses Transpose buffers; it does reuse these.
+//   LayerNormAotFwd : inputs (x [..., H], gamma [H], beta [H], eps [1]) -> y = (x - mean) * rstd * gamma + beta,
+//                     rstd = 1 / sqrt(var + eps), mean and (biased) var over the last axis
+//   LayerNormAotBwd : inputs (x, gamma, eps, dy) -> outputs (dx, dgamma [H], dbeta [H]); mean and rstd recomputed
+//                     from x (one pass over a row that is in cache), so the forward saves nothing.
+//                     MindSpore 2.10's CPU LayerNormGrad took ~10 ms on [1024, 312]; see src/infra/aot.py.
 //
 // Phi(x) = 0.5*erfc(-x/sqrt2), phi(x) = exp(-x^2/2)/sqrt(2*pi).
 //
@@ -24,6 +29,7 @@
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("no-trapping-math")
 #endif
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <cstdlib>
@@ -186,6 +192,108 @@ bool is_f32(const char *d) {
   return d != nullptr && (std::strcmp(d, "float32") == 0 || std::strcmp(d, "Float32") == 0);
 }
 
+
+// ---- LayerNorm over the last axis (rows of H floats) ----
+// Row sums with 16 independent accumulators: without -ffast-math GCC keeps one float chain in order (no
+// vectorisation); 16 lanes give it a vector of partial sums, summed at the end in a fixed order.
+GELU_CLONES
+void row_mean_rstd(const float *x, int64_t H, float eps, float *mean_out, float *rstd_out) {
+  float acc[16] = {0.0f};
+  int64_t i = 0;
+  for (; i + 16 <= H; i += 16)
+    for (int l = 0; l < 16; ++l) acc[l] += x[i + l];
+  float sum = 0.0f;
+  for (int l = 0; l < 16; ++l) sum += acc[l];
+  for (; i < H; ++i) sum += x[i];
+  const float mean = sum / (float)H;
+  float acc2[16] = {0.0f};
+  i = 0;
+  for (; i + 16 <= H; i += 16)
+    for (int l = 0; l < 16; ++l) {
+      float d = x[i + l] - mean;
+      acc2[l] += d * d;
+    }
+  float var = 0.0f;
+  for (int l = 0; l < 16; ++l) var += acc2[l];
+  for (; i < H; ++i) {
+    float d = x[i] - mean;
+    var += d * d;
+  }
+  var /= (float)H;
+  *mean_out = mean;
+  *rstd_out = 1.0f / std::sqrt(var + eps);
+}
+
+GELU_CLONES
+void layer_norm_fwd_rows(const float *x, const float *gamma, const float *beta, float eps, float *y, int64_t r0,
+                         int64_t r1, int64_t H) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const float *xr = x + r * H;
+    float *yr = y + r * H;
+    float mean, rstd;
+    row_mean_rstd(xr, H, eps, &mean, &rstd);
+    for (int64_t i = 0; i < H; ++i) yr[i] = (xr[i] - mean) * rstd * gamma[i] + beta[i];
+  }
+}
+
+// dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * gamma, xhat = (x - mean) * rstd;
+// dgamma += dy * xhat and dbeta += dy over the rows [r0, r1) into this chunk's own partial sums.
+GELU_CLONES
+void layer_norm_bwd_rows(const float *x, const float *gamma, float eps, const float *dy, float *dx, float *dgamma,
+                         float *dbeta, int64_t r0, int64_t r1, int64_t H) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const float *xr = x + r * H, *dyr = dy + r * H;
+    float *dxr = dx + r * H;
+    float mean, rstd;
+    row_mean_rstd(xr, H, eps, &mean, &rstd);
+    float a1[16] = {0.0f}, a2[16] = {0.0f};
+    int64_t i = 0;
+    for (; i + 16 <= H; i += 16)
+      for (int l = 0; l < 16; ++l) {
+        float xh = (xr[i + l] - mean) * rstd;
+        float g = dyr[i + l] * gamma[i + l];
+        a1[l] += g;
+        a2[l] += g * xh;
+      }
+    float sg = 0.0f, sgx = 0.0f;
+    for (int l = 0; l < 16; ++l) {
+      sg += a1[l];
+      sgx += a2[l];
+    }
+    for (; i < H; ++i) {
+      float xh = (xr[i] - mean) * rstd;
+      float g = dyr[i] * gamma[i];
+      sg += g;
+      sgx += g * xh;
+    }
+    const float mg = sg / (float)H, mgx = sgx / (float)H;
+    for (int64_t j = 0; j < H; ++j) {
+      float xh = (xr[j] - mean) * rstd;
+      dxr[j] = rstd * (dyr[j] * gamma[j] - mg - xh * mgx);
+      dgamma[j] += dyr[j] * xh;
+      dbeta[j] += dyr[j];
+    }
+  }
+}
+
+// Rows split into at most max_threads contiguous chunks of >= 64K elements (parallel_for's grain); f gets the
+// chunk's index.
+template <typename F>
+void parallel_rows(int64_t rows, int64_t H, int64_t max_threads, F f) {
+  const int64_t kGrainRows = ((1 << 16) + H - 1) / H;
+  int64_t nt = max_threads;
+  if (nt > (rows + kGrainRows - 1) / kGrainRows) nt = (rows + kGrainRows - 1) / kGrainRows;
+  if (nt < 1) nt = 1;
+  const int64_t chunk = (rows + nt - 1) / nt;
+  std::vector<std::thread> workers;
+  for (int64_t k = 1; k < nt; ++k) {
+    int64_t b = k * chunk, e = b + chunk < rows ? b + chunk : rows;
+    if (b >= e) break;
+    workers.emplace_back([=] { f(k, b, e); });
+  }
+  f(0, 0, chunk < rows ? chunk : rows);
+  for (auto &w : workers) w.join();
+}
 }  // namespace
 
 extern "C" {
@@ -248,6 +356,74 @@ int SwapAxes12(int nparam, void **params, int *ndims, int64_t **shapes, const ch
       std::memcpy(y + r * D, x + ((a * B + b) * C + c) * D, sizeof(float) * D);
     }
   });
+  return 0;
+}
+
+// LayerNormAotFwd: params (x, gamma, beta, eps, y). Return codes as above.
+int LayerNormAotFwd(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+                    void *extra) {
+  (void)stream;
+  (void)extra;
+  if (nparam != 5 || params == nullptr || ndims == nullptr || shapes == nullptr || dtypes == nullptr) return 1;
+  for (int k = 0; k < 5; ++k)
+    if (!is_f32(dtypes[k])) return 2;
+  if (ndims[0] < 1) return 3;
+  const int64_t H = shapes[0][ndims[0] - 1];
+  const int64_t n = numel(ndims[0], shapes[0]);
+  if (numel(ndims[1], shapes[1]) != H || numel(ndims[2], shapes[2]) != H || numel(ndims[3], shapes[3]) != 1 ||
+      numel(ndims[4], shapes[4]) != n)
+    return 3;
+  if (n == 0 || H == 0) return 0;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *gamma = static_cast<const float *>(params[1]);
+  const float *beta = static_cast<const float *>(params[2]);
+  const float eps = *static_cast<const float *>(params[3]);
+  float *y = static_cast<float *>(params[4]);
+  if (x == nullptr || gamma == nullptr || beta == nullptr || y == nullptr) return 1;
+  parallel_rows(n / H, H, num_threads(),
+                [=](int64_t, int64_t b, int64_t e) { layer_norm_fwd_rows(x, gamma, beta, eps, y, b, e, H); });
+  return 0;
+}
+
+// LayerNormAotBwd: params (x, gamma, eps, dy, dx, dgamma, dbeta). dgamma/dbeta: per-chunk partial sums added in
+// chunk order (deterministic for a given thread count).
+int LayerNormAotBwd(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+                    void *extra) {
+  (void)stream;
+  (void)extra;
+  if (nparam != 7 || params == nullptr || ndims == nullptr || shapes == nullptr || dtypes == nullptr) return 1;
+  for (int k = 0; k < 7; ++k)
+    if (!is_f32(dtypes[k])) return 2;
+  if (ndims[0] < 1) return 3;
+  const int64_t H = shapes[0][ndims[0] - 1];
+  const int64_t n = numel(ndims[0], shapes[0]);
+  if (numel(ndims[1], shapes[1]) != H || numel(ndims[2], shapes[2]) != 1 || numel(ndims[3], shapes[3]) != n ||
+      numel(ndims[4], shapes[4]) != n || numel(ndims[5], shapes[5]) != H || numel(ndims[6], shapes[6]) != H)
+    return 3;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *gamma = static_cast<const float *>(params[1]);
+  const float eps = *static_cast<const float *>(params[2]);
+  const float *dy = static_cast<const float *>(params[3]);
+  float *dx = static_cast<float *>(params[4]);
+  float *dgamma = static_cast<float *>(params[5]);
+  float *dbeta = static_cast<float *>(params[6]);
+  if (x == nullptr || gamma == nullptr || dy == nullptr || dx == nullptr || dgamma == nullptr || dbeta == nullptr)
+    return 1;
+  std::memset(dgamma, 0, sizeof(float) * H);
+  std::memset(dbeta, 0, sizeof(float) * H);
+  if (n == 0 || H == 0) return 0;
+  const int64_t rows = n / H;
+  const int64_t nt = num_threads();
+  std::vector<float> partial((size_t)(nt * 2 * H), 0.0f);
+  float *base = partial.data();
+  parallel_rows(rows, H, nt, [=](int64_t k, int64_t b, int64_t e) {
+    layer_norm_bwd_rows(x, gamma, eps, dy, dx, base + k * 2 * H, base + k * 2 * H + H, b, e, H);
+  });
+  for (int64_t k = 0; k < nt; ++k)
+    for (int64_t j = 0; j < H; ++j) {
+      dgamma[j] += base[k * 2 * H + j];
+      dbeta[j] += base[k * 2 * H + H + j];
+    }
   return 0;
 }
 
