@@ -59,7 +59,7 @@ def test_each_process_is_compared_with_the_pytorch_process_right_after_it():
 def test_a_round_alternates_the_sides():
     class Args:
         cpu_gelu, views, teacher, student, seq, steps, warmup = "aot,builtin", True, "bert-base", "tinybert4", 128, 5, 2
-        torch_python, torch_reference, torch_threads = "/usr/bin/python3", "torch_reference.py", 2
+        torch_python, torch_reference, torch_threads, layer_norm = "/usr/bin/python3", "torch_reference.py", 2, "aot"
     commands = bench_train_step._commands(Args, 8)  # pylint: disable=protected-access
     assert [label for label, _ in commands] == ["MindSpore GRAPH, GELU aot", "PyTorch", "MindSpore GRAPH, GELU builtin",
                                                 "PyTorch"]
@@ -165,6 +165,7 @@ def test_a_breakdown_round_runs_both_sides_on_the_same_threads():
     class Args:
         cpu_gelu, views, teacher, student, seq, steps, warmup = "aot", True, "bert-base", "tinybert4", 128, 5, 2
         torch_python, torch_reference, torch_threads, breakdown = "/usr/bin/python3", "torch_reference.py", 2, True
+        layer_norm = "aot"
     (ours_label, ours), (torch_label, torch) = bench_train_step._commands(Args, 8)  # pylint: disable=W0212
     assert (ours_label, torch_label) == ("MindSpore GRAPH, GELU aot", "PyTorch")
     assert ours[-3:] == ["--breakdown", "--threads", "2"] and torch[-3:] == ["--breakdown", "--threads", "2"]

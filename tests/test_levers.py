@@ -190,7 +190,7 @@ def test_data_parallel_auto_is_aot_on_every_rank_whatever_the_cache_says(cache, 
     monkeypatch.setattr(levers, "machine", never)  # not even looked up: the cache is not read
     choice = levers.cpu_gelu("auto", kernels=True, distributed=True)
     assert (choice.gelu, choice.source) == ("aot", "data parallel") and "all ranks agree" in choice.describe()
-    assert Backend.for_training(RunConfig(), "CPU", distributed=True) == Backend(gelu="aot", heads="swap")
+    assert Backend.for_training(RunConfig(), "CPU", distributed=True) == Backend(gelu="aot", heads="swap", layer_norm="aot")
     # forced in the config (the same file on every rank): honoured in data parallel too
     assert Backend.for_training(RunConfig(cpu_gelu="builtin"), "CPU", distributed=True).gelu == "builtin"
 
@@ -200,7 +200,8 @@ def test_the_training_backend_takes_the_cached_decision_on_cpu_only(cache, monke
     monkeypatch.setattr(levers, "measure_gelu", never)
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="src.infra.levers"):
-        assert Backend.for_training(RunConfig(), "CPU") == Backend(gelu="builtin", heads="swap", host_update=True)
+        assert Backend.for_training(RunConfig(), "CPU") == Backend(gelu="builtin", heads="swap", layer_norm="aot",
+                                                                   host_update=True)
         assert Backend.for_training(RunConfig(), "CPU").gelu == "builtin"  # every stage of the process
         assert Backend.for_training(RunConfig(cpu_gelu="aot"), "CPU").gelu == "aot"
         assert Backend.for_training(RunConfig(), "GPU") == Backend()  # GPU / Ascend: nothing measured or read
