@@ -31,13 +31,6 @@ def _sum_of_squares(x):
     return _NT_MATMUL(flat, flat).reshape(())
 
 
-def _elements(x) -> float:
-    count = 1
-    for size in x.shape:
-        count *= size
-    return float(count)
-
-
 def _valid_pairs(mask):
     """[B, S] -> [B, 1, S, S] float: 1 where both the query and the key are real tokens."""
     m = mask.astype(ms.float32)
@@ -55,7 +48,7 @@ def attention_mse(student_scores, teacher_scores, mask, reference_parity: bool =
     if reference_parity:
         s = ops.where(student_scores <= PARITY_SCORE_FLOOR, ops.zeros_like(student_scores), student_scores)
         t = ops.where(teacher_scores <= PARITY_SCORE_FLOOR, ops.zeros_like(teacher_scores), teacher_scores)
-        return _sum_of_squares(s - t) / _elements(s)
+        return _sum_of_squares(s - t) / float(s.size)
     # explicit broadcast: MindSpore's CPU graph runtime keeps the buffer of a broadcasting Mul alive
     pairs = ops.broadcast_to(_valid_pairs(mask), student_scores.shape)
     total = _sum_of_squares((student_scores - teacher_scores) * pairs)  # pairs is 0/1
@@ -71,7 +64,7 @@ def hidden_mse(student_hidden, teacher_hidden, mask, reference_parity: bool = Fa
     """MSE between [B, S, H] (projected) student and teacher hidden states; default: real tokens only
     (token_count: the number of real tokens to divide by, when it is not this batch's own; see attention_mse)."""
     if reference_parity:
-        return _sum_of_squares(student_hidden - teacher_hidden) / _elements(student_hidden)
+        return _sum_of_squares(student_hidden - teacher_hidden) / float(student_hidden.size)
     m = mask.astype(ms.float32)
     total = _sum_of_squares((student_hidden - teacher_hidden) * ops.broadcast_to(m.expand_dims(-1),
                                                                                  student_hidden.shape))

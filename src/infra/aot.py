@@ -92,6 +92,19 @@ def _same(*args):
     return args[0]
 
 
+def _kernel(library: str, name: str, out_shape, out_dtype=None, bprop=None) -> ops.Custom:
+    """The library's function `name` as an AOT Custom primitive; out_dtype defaults to out_shape's function (the
+    outputs take the dtypes of the inputs it returns)."""
+    return ops.Custom(f"{library}:{name}", out_shape=out_shape, out_dtype=out_dtype or out_shape, func_type="aot",
+                      bprop=bprop)
+
+
+def _built_library() -> Optional[str]:
+    """The path of the library gelu_ops() loaded (building it on first use); None (a warning said why) when it
+    cannot be built."""
+    return _library if gelu_ops() is not None else None
+
+
 def gelu_ops(strict: bool = False) -> Optional[Tuple[ops.Custom, ops.Custom]]:
     """(forward, backward) Custom primitives, building the library on first use; None if it cannot be built
     (a warning says why), or KernelBuildError with strict=True."""
@@ -109,14 +122,13 @@ def gelu_ops(strict: bool = False) -> Optional[Tuple[ops.Custom, ops.Custom]]:
                 raise KernelBuildError(str(exc)) from exc
             logger.warning("exact-GELU CPU kernel unavailable (%s); using MindSpore's GeLU", exc)
             return None
-        backward = ops.Custom(f"{library}:GeluAotBwd", out_shape=_same, out_dtype=_same, func_type="aot")
+        backward = _kernel(library, "GeluAotBwd", _same)
 
         def bprop(x, out, dout):  # pylint: disable=unused-argument
             # Custom's bprop signature: (*inputs, out, dout) -> one gradient per input (graph-compiled: no `del`)
             return (backward(x, dout),)
 
-        forward = ops.Custom(f"{library}:GeluAotFwd", out_shape=_same, out_dtype=_same, func_type="aot",
-                             bprop=bprop)
+        forward = _kernel(library, "GeluAotFwd", _same, bprop=bprop)
         _ops = (forward, backward)
         _library = library
         return _ops
@@ -146,16 +158,15 @@ def swap_axes12_op() -> Optional[ops.Custom]:
     global _swap_op  # pylint: disable=global-statement
     if _swap_op is not None:
         return _swap_op
-    if gelu_ops() is None:  # builds the library (or records why it cannot)
+    library = _built_library()
+    if library is None:
         return None
-    library = build_library()
-    backward = ops.Custom(f"{library}:SwapAxes12", out_shape=_swapped, out_dtype=_same, func_type="aot")
+    backward = _kernel(library, "SwapAxes12", _swapped, _same)
 
     def bprop(x, out, dout):  # pylint: disable=unused-argument
         return (backward(dout),)
 
-    _swap_op = ops.Custom(f"{library}:SwapAxes12", out_shape=_swapped, out_dtype=_same, func_type="aot",
-                          bprop=bprop)
+    _swap_op = _kernel(library, "SwapAxes12", _swapped, _same, bprop=bprop)
     return _swap_op
 
 
@@ -179,18 +190,16 @@ def layer_norm_op() -> Optional[ops.Custom]:
     global _layer_norm_op  # pylint: disable=global-statement
     if _layer_norm_op is not None:
         return _layer_norm_op
-    if gelu_ops() is None:  # builds the library (or records why it cannot)
+    library = _built_library()
+    if library is None:
         return None
-    library = build_library()
-    backward = ops.Custom(f"{library}:LayerNormAotBwd", out_shape=_layer_norm_grad_shapes,
-                          out_dtype=_layer_norm_grad_shapes, func_type="aot")
+    backward = _kernel(library, "LayerNormAotBwd", _layer_norm_grad_shapes)
 
     def bprop(x, gamma, beta, eps, out, dout):  # pylint: disable=unused-argument
         dx, dgamma, dbeta = backward(x, gamma, eps, dout)
         return dx, dgamma, dbeta, ops.zeros_like(eps)
 
-    _layer_norm_op = ops.Custom(f"{library}:LayerNormAotFwd", out_shape=_layer_norm_shape,
-                                out_dtype=_layer_norm_shape, func_type="aot", bprop=bprop)
+    _layer_norm_op = _kernel(library, "LayerNormAotFwd", _layer_norm_shape, bprop=bprop)
     return _layer_norm_op
 
 

@@ -160,26 +160,33 @@ int num_threads() {
   return n > 0 ? n : cpu_count();
 }
 
-// Run f(begin, end) over [0, n) split into contiguous chunks (multiples of 64 elements).
+// Run f(k, begin, end) over [0, n) split into at most max_threads contiguous chunks (chunk k on thread k, chunk 0
+// on the caller) of at least `grain` units, chunk sizes rounded up to a multiple of `align`.
 template <typename F>
-void parallel_for(int64_t n, F f) {
-  const int64_t kGrain = 1 << 16;  // below ~64K elements threading is not worth it
-  int64_t nt = num_threads();
-  if (nt > (n + kGrain - 1) / kGrain) nt = (n + kGrain - 1) / kGrain;
+void parallel_chunks(int64_t n, int64_t grain, int64_t align, int64_t max_threads, F f) {
+  int64_t nt = max_threads;
+  if (nt > (n + grain - 1) / grain) nt = (n + grain - 1) / grain;
   if (nt <= 1) {
-    f(0, n);
+    f(0, 0, n);
     return;
   }
-  int64_t chunk = ((n + nt - 1) / nt + 63) & ~int64_t(63);
+  const int64_t chunk = ((n + nt - 1) / nt + align - 1) / align * align;
   std::vector<std::thread> workers;
   workers.reserve(nt - 1);
   for (int64_t k = 1; k < nt; ++k) {
     int64_t b = k * chunk, e = b + chunk < n ? b + chunk : n;
     if (b >= e) break;
-    workers.emplace_back([=] { f(b, e); });
+    workers.emplace_back([=] { f(k, b, e); });
   }
-  f(0, chunk < n ? chunk : n);
+  f(0, 0, chunk < n ? chunk : n);
   for (auto &w : workers) w.join();
+}
+
+// f(begin, end) over [0, n) elements: chunks of >= 64K elements (below that threading is not worth it), multiples
+// of 64, on num_threads() threads.
+template <typename F>
+void parallel_for(int64_t n, F f) {
+  parallel_chunks(n, int64_t(1) << 16, 64, num_threads(), [&f](int64_t, int64_t b, int64_t e) { f(b, e); });
 }
 
 int64_t numel(int nd, const int64_t *shape) {
@@ -276,23 +283,18 @@ void layer_norm_bwd_rows(const float *x, const float *gamma, float eps, const fl
   }
 }
 
-// Rows split into at most max_threads contiguous chunks of >= 64K elements (parallel_for's grain); f gets the
-// chunk's index.
+// f(k, first row, end row) over rows of H floats: chunks of >= 64K elements, as parallel_for.
 template <typename F>
 void parallel_rows(int64_t rows, int64_t H, int64_t max_threads, F f) {
-  const int64_t kGrainRows = ((1 << 16) + H - 1) / H;
-  int64_t nt = max_threads;
-  if (nt > (rows + kGrainRows - 1) / kGrainRows) nt = (rows + kGrainRows - 1) / kGrainRows;
-  if (nt < 1) nt = 1;
-  const int64_t chunk = (rows + nt - 1) / nt;
-  std::vector<std::thread> workers;
-  for (int64_t k = 1; k < nt; ++k) {
-    int64_t b = k * chunk, e = b + chunk < rows ? b + chunk : rows;
-    if (b >= e) break;
-    workers.emplace_back([=] { f(k, b, e); });
-  }
-  f(0, 0, chunk < rows ? chunk : rows);
-  for (auto &w : workers) w.join();
+  parallel_chunks(rows, ((int64_t(1) << 16) + H - 1) / H, 1, max_threads, f);
+}
+
+// The checks every entry point starts with: 0 ok, 1 bad nparam/pointers, 2 a parameter not float32.
+int check_f32_params(int nparam, int expected, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  if (nparam != expected || params == nullptr || ndims == nullptr || shapes == nullptr || dtypes == nullptr) return 1;
+  for (int k = 0; k < nparam; ++k)
+    if (!is_f32(dtypes[k])) return 2;
+  return 0;
 }
 }  // namespace
 
@@ -303,8 +305,7 @@ int GeluAotFwd(int nparam, void **params, int *ndims, int64_t **shapes, const ch
                void *extra) {
   (void)stream;
   (void)extra;
-  if (nparam != 2 || params == nullptr || ndims == nullptr || shapes == nullptr || dtypes == nullptr) return 1;
-  if (!is_f32(dtypes[0]) || !is_f32(dtypes[1])) return 2;
+  if (int bad = check_f32_params(nparam, 2, params, ndims, shapes, dtypes)) return bad;
   const int64_t n = numel(ndims[0], shapes[0]);
   if (n != numel(ndims[1], shapes[1])) return 3;
   if (n == 0) return 0;
@@ -319,8 +320,7 @@ int GeluAotBwd(int nparam, void **params, int *ndims, int64_t **shapes, const ch
                void *extra) {
   (void)stream;
   (void)extra;
-  if (nparam != 3 || params == nullptr || ndims == nullptr || shapes == nullptr || dtypes == nullptr) return 1;
-  if (!is_f32(dtypes[0]) || !is_f32(dtypes[1]) || !is_f32(dtypes[2])) return 2;
+  if (int bad = check_f32_params(nparam, 3, params, ndims, shapes, dtypes)) return bad;
   const int64_t n = numel(ndims[0], shapes[0]);
   if (n != numel(ndims[1], shapes[1]) || n != numel(ndims[2], shapes[2])) return 3;
   if (n == 0) return 0;
@@ -338,8 +338,7 @@ int SwapAxes12(int nparam, void **params, int *ndims, int64_t **shapes, const ch
                void *extra) {
   (void)stream;
   (void)extra;
-  if (nparam != 2 || params == nullptr || ndims == nullptr || shapes == nullptr || dtypes == nullptr) return 1;
-  if (!is_f32(dtypes[0]) || !is_f32(dtypes[1])) return 2;
+  if (int bad = check_f32_params(nparam, 2, params, ndims, shapes, dtypes)) return bad;
   if (ndims[0] != 4 || ndims[1] != 4) return 3;
   const int64_t A = shapes[0][0], B = shapes[0][1], C = shapes[0][2], D = shapes[0][3];
   if (shapes[1][0] != A || shapes[1][1] != C || shapes[1][2] != B || shapes[1][3] != D) return 3;
@@ -364,9 +363,7 @@ int LayerNormAotFwd(int nparam, void **params, int *ndims, int64_t **shapes, con
                     void *extra) {
   (void)stream;
   (void)extra;
-  if (nparam != 5 || params == nullptr || ndims == nullptr || shapes == nullptr || dtypes == nullptr) return 1;
-  for (int k = 0; k < 5; ++k)
-    if (!is_f32(dtypes[k])) return 2;
+  if (int bad = check_f32_params(nparam, 5, params, ndims, shapes, dtypes)) return bad;
   if (ndims[0] < 1) return 3;
   const int64_t H = shapes[0][ndims[0] - 1];
   const int64_t n = numel(ndims[0], shapes[0]);
@@ -391,9 +388,7 @@ int LayerNormAotBwd(int nparam, void **params, int *ndims, int64_t **shapes, con
                     void *extra) {
   (void)stream;
   (void)extra;
-  if (nparam != 7 || params == nullptr || ndims == nullptr || shapes == nullptr || dtypes == nullptr) return 1;
-  for (int k = 0; k < 7; ++k)
-    if (!is_f32(dtypes[k])) return 2;
+  if (int bad = check_f32_params(nparam, 7, params, ndims, shapes, dtypes)) return bad;
   if (ndims[0] < 1) return 3;
   const int64_t H = shapes[0][ndims[0] - 1];
   const int64_t n = numel(ndims[0], shapes[0]);
