@@ -21,8 +21,9 @@ PARITY_SCORE_FLOOR = -100.0  # the reference zeroes attention scores at or below
 
 # sum(x ** 2) over a whole tensor as one [1, n] x [n, 1] product (BLAS): MindSpore's CPU ReduceSum over a large
 # tensor, and the Tile its gradient broadcasts with, are slow. One attention-score term at batch 8 x 12 heads x
-# 128 x 128 took 16 ms forward + backward this way against 55 ms as square + sum (GRAPH mode, 2 cores; the term runs
-# once per mapped layer in GD and phase 1). bench/bench_train_step.py --breakdown times the student part it is in.
+# 128 x 128 took 16 ms forward + backward this way against 55 ms as square + sum (a one-off timing, GRAPH mode, 2
+# cores shared with a training job; the term runs once per mapped layer in GD and phase 1).
+# bench/bench_train_step.py --breakdown times the student part it is in.
 _NT_MATMUL = ops.MatMul(transpose_b=True)
 
 

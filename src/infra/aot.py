@@ -185,7 +185,8 @@ def layer_norm_op() -> Optional[ops.Custom]:
     """Custom primitive (x [..., H], gamma [H], beta [H], eps [1]) -> LayerNorm over the last axis (float32, CPU),
     with its backward (LayerNormAotBwd: dx, dgamma, dbeta; mean and rstd recomputed from x); None when the library
     cannot be built. MindSpore 2.10's CPU LayerNormGrad is slow: on [8, 128, 312] forward + backward took 35 ms with
-    MindSpore's kernels and 13.5 ms with these (same gradients within 2e-6 relative; 2 cores, GRAPH mode), and
+    MindSpore's kernels and 13.5 ms with these (same gradients within 2e-6 relative; a one-off timing in GRAPH
+    mode on 2 cores shared with a training job; bench_train_step.py --breakdown --layer_norm times it in a step), and
     the student has 9 of them per step."""
     global _layer_norm_op  # pylint: disable=global-statement
     if _layer_norm_op is not None:
