@@ -151,6 +151,53 @@ def summarize(rows, sides):
     return out
 
 
+def memory_model(summary):
+    """Peak RSS as fixed + per-sample MB for each side, by least squares over the batch sizes run (needs two or more):
+    {side: {"fixed_mb", "per_sample_mb"}}, plus, when PyTorch ran, the batch from which ours is at most PyTorch's
+    ("crossover_batch": None when ours is never or always at most PyTorch's in the fitted lines)."""
+    model = {}
+    for side in dict.fromkeys(row["side"] for row in summary):
+        points = [(row["batch"], row["maxrss_mb"]) for row in summary if row["side"] == side]
+        if len({b for b, _ in points}) < 2:
+            continue
+        mean_b = statistics.fmean(b for b, _ in points)
+        mean_m = statistics.fmean(m for _, m in points)
+        slope = sum((b - mean_b) * (m - mean_m) for b, m in points) / sum((b - mean_b) ** 2 for b, _ in points)
+        model[side] = {"fixed_mb": mean_m - slope * mean_b, "per_sample_mb": slope}
+    torch = next((side for side in model if side.startswith("PyTorch")), None)
+    if torch is not None:
+        theirs = model[torch]
+        for side, ours in model.items():
+            if side == torch:
+                continue
+            extra, saved = ours["fixed_mb"] - theirs["fixed_mb"], theirs["per_sample_mb"] - ours["per_sample_mb"]
+            ours["crossover_batch"] = extra / saved if extra > 0 and saved > 0 else None
+    return model
+
+
+def import_rss_mb(python: str, module: str) -> int:
+    """Peak RSS (MB) of a fresh `python` process that only imports `module`: the framework's own floor, which every
+    peak RSS of its side includes."""
+    code = f"import resource, {module}; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    done = subprocess.run([python, "-c", code], capture_output=True, text=True, check=False, cwd=ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"{python} -c 'import {module}' failed:\n{done.stderr[-2000:]}")
+    return round(int(done.stdout.split()[-1]) / 1024)
+
+
+def memory_lines(model, imports) -> list:
+    """Text under the table: the fitted peak-RSS lines and the import floors (imports: {label: MB})."""
+    out = []
+    for side, fit in model.items():
+        text = f"peak RSS ~ {fit['fixed_mb']:.0f} MB + {fit['per_sample_mb']:.1f} MB per sample: {side}"
+        if fit.get("crossover_batch") is not None:
+            text += f" (at most PyTorch's from batch ~{fit['crossover_batch']:.0f})"
+        out.append(text)
+    if imports:
+        out.append("RSS of the import alone: " + ", ".join(f"{label} {mb} MB" for label, mb in imports.items()))
+    return out
+
+
 def table(summary, args) -> str:
     lines = [f"GD step, teacher {args.teacher}, student {args.student}, seq {args.seq}, float32; each cell the "
              f"median over {args.rounds} round(s) of fresh processes, sides alternating (ours, PyTorch, ours, ...), "
@@ -577,9 +624,16 @@ def main():
     else:
         summary = summarize(rows, sides)
         print("\n" + table(summary, args))
+        imports = {"MindSpore": import_rss_mb(sys.executable, "mindspore")}
+        if args.torch_python:
+            imports["PyTorch"] = import_rss_mb(args.torch_python, "torch")
+        model = memory_model(summary)
+        print("\n".join([""] + memory_lines(model, imports)))
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
     if args.json:
         report = {"machine": info, "command": sys.argv[1:], "rows": rows, "summary": summary}
+        if not args.breakdown:
+            report.update(memory_model=model, import_rss_mb=imports)
         if args.breakdown:
             report.update(mode="breakdown", threads=args.torch_threads or None, parts=dict(PART_TITLES))
         with open(args.json, "w", encoding="utf-8") as f:

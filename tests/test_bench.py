@@ -56,6 +56,29 @@ def test_each_process_is_compared_with_the_pytorch_process_right_after_it():
     assert theirs["ratio"] is None and theirs["processes"] == 6 and theirs["samples_per_s"] == 4.0
 
 
+def test_peak_rss_is_fitted_as_fixed_plus_per_sample_and_the_crossover_batch_follows():
+    ours, torch = "MindSpore GRAPH, GELU aot", "PyTorch"
+    summary = [{"side": ours, "batch": 8, "maxrss_mb": 1800.0}, {"side": torch, "batch": 8, "maxrss_mb": 1600.0},
+               {"side": ours, "batch": 32, "maxrss_mb": 3120.0}, {"side": torch, "batch": 32, "maxrss_mb": 3328.0}]
+    model = bench_train_step.memory_model(summary)
+    assert model[ours]["per_sample_mb"] == pytest.approx(55.0) and model[ours]["fixed_mb"] == pytest.approx(1360.0)
+    assert model[torch]["per_sample_mb"] == pytest.approx(72.0) and model[torch]["fixed_mb"] == pytest.approx(1024.0)
+    assert model[ours]["crossover_batch"] == pytest.approx(336.0 / 17.0)  # 1360 + 55 b = 1024 + 72 b
+    lines = bench_train_step.memory_lines(model, {"MindSpore": 398, "PyTorch": 223})
+    assert lines[0] == f"peak RSS ~ 1360 MB + 55.0 MB per sample: {ours} (at most PyTorch's from batch ~20)"
+    assert lines[-1] == "RSS of the import alone: MindSpore 398 MB, PyTorch 223 MB"
+    # more memory per sample and more fixed: never at most PyTorch's; one batch size: no line to fit
+    worse = [dict(r, maxrss_mb=r["maxrss_mb"] * (2 if r["side"] == ours else 1)) for r in summary]
+    assert bench_train_step.memory_model(worse)[ours]["crossover_batch"] is None
+    assert bench_train_step.memory_model([r for r in summary if r["batch"] == 8]) == {}
+
+
+def test_the_import_floor_is_measured_in_a_fresh_process_and_a_failed_import_says_so():
+    assert bench_train_step.import_rss_mb(sys.executable, "json") > 0
+    with pytest.raises(RuntimeError, match="import no_such_module_here"):
+        bench_train_step.import_rss_mb(sys.executable, "no_such_module_here")
+
+
 def test_a_round_alternates_the_sides():
     class Args:
         cpu_gelu, views, teacher, student, seq, steps, warmup = "aot,builtin", True, "bert-base", "tinybert4", 128, 5, 2
