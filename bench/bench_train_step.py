@@ -45,6 +45,19 @@ PRESETS = {"bert-base": "bert-base-uncased", "tinybert4": "tinybert-4l-312", "zo
            "minilm6": "all-minilm-l6-v2"}
 
 
+def check_kernels(args):
+    """A row labelled "GELU aot" or "--layer_norm aot" must time the AOT kernels: where they do not build, the cells
+    fall back to MindSpore's ops with a warning, and the row would time those under the wrong name. Stop instead."""
+    from src.infra import aot  # pylint: disable=import-outside-toplevel
+
+    asked = [flag for flag, value in (("--cpu_gelu", args.cpu_gelu), ("--layer_norm", args.layer_norm))
+             if value == "aot"]
+    if asked and not aot.available():
+        raise SystemExit(f"{' and '.join(asked)} aot: the AOT kernel library did not build on this machine (the "
+                         f"warning above says why), so this row would time MindSpore's builtin ops under the aot "
+                         f"label; install g++ or ask for builtin")
+
+
 def gd_step_setup(args):
     """What one MindSpore GD step needs, as CPU training stages build it (Backend.for_training) with the GELU
     kernel and head layout asked: teacher, student (training mode: dropout, as run_stage sets it and as the PyTorch
@@ -61,6 +74,7 @@ def gd_step_setup(args):
     ms.set_device("CPU")
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_seed(0)
+    check_kernels(args)
     backend = Backend(gelu=args.cpu_gelu, heads="swap" if args.views else "transpose", layer_norm=args.layer_norm,
                       host_update=True)
     teacher_cfg, student_cfg = bert_preset(PRESETS[args.teacher]), bert_preset(PRESETS[args.student])

@@ -79,6 +79,25 @@ def test_the_import_floor_is_measured_in_a_fresh_process_and_a_failed_import_say
         bench_train_step.import_rss_mb(sys.executable, "no_such_module_here")
 
 
+def test_an_aot_row_stops_where_the_kernels_do_not_build(monkeypatch):
+    from src.infra import aot  # pylint: disable=import-outside-toplevel
+
+    class Args:
+        cpu_gelu, layer_norm = "builtin", "aot"
+
+    monkeypatch.setattr(aot, "available", lambda: False)
+    with pytest.raises(SystemExit, match="--layer_norm aot: the AOT kernel library did not build"):
+        bench_train_step.check_kernels(Args)
+    Args.cpu_gelu = "aot"
+    with pytest.raises(SystemExit, match="--cpu_gelu and --layer_norm aot"):
+        bench_train_step.check_kernels(Args)
+    Args.cpu_gelu = Args.layer_norm = "builtin"
+    bench_train_step.check_kernels(Args)  # nothing asked of the kernels: no check
+    monkeypatch.setattr(aot, "available", lambda: True)
+    Args.layer_norm = "aot"
+    bench_train_step.check_kernels(Args)
+
+
 def test_a_round_alternates_the_sides():
     class Args:
         cpu_gelu, views, teacher, student, seq, steps, warmup = "aot,builtin", True, "bert-base", "tinybert4", 128, 5, 2
