@@ -760,8 +760,11 @@ def summarize(layout, plan, progress_done, latency):
             r["speedup"] = teacher["latency_ms"] / r["latency_ms"]
     if rows.get("labels", {}).get("dev_mean") is not None and rows.get("td_aug", {}).get("dev_mean") is not None:
         gap = rows["td_aug"]["dev_mean"] - rows["labels"]["dev_mean"]
-        spread = max(rows["td_aug"]["dev_std"] or 0.0, rows["labels"]["dev_std"] or 0.0)
-        rows["td_aug"]["vs_labels"] = {"gap": gap, "larger_than_spread": gap > spread}
+        stds = [rows[row]["dev_std"] for row in ("td_aug", "labels")]
+        # with one seed of either row there is no spread to compare with (None), not a spread of zero
+        rows["td_aug"]["vs_labels"] = {
+            "gap": gap, "larger_than_spread": None if None in stds else gap > max(stds),
+            "seeds": min(len(rows[row]["seeds"]) for row in ("td_aug", "labels"))}
     return rows
 
 
@@ -855,9 +858,13 @@ def markdown(results):
              f"Code: {', '.join(plan.get('code', [])) or 'unknown'}."]
     gap = results["rows"].get("td_aug", {}).get("vs_labels")
     if gap:
-        notes.append(f"Row 4 - row 2: {100 * gap['gap']:+.2f} points "
-                     f"({'larger' if gap['larger_than_spread'] else 'not larger'} than the larger of their stds; a "
-                     f"rough guide over {len(plan['seeds'])} seed(s), not a significance test).")
+        if gap["larger_than_spread"] is None:
+            notes.append(f"Row 4 - row 2: {100 * gap['gap']:+.2f} points (one seed so far: no spread to compare "
+                         f"it with).")
+        else:
+            notes.append(f"Row 4 - row 2: {100 * gap['gap']:+.2f} points "
+                         f"({'larger' if gap['larger_than_spread'] else 'not larger'} than the larger of their stds; a "
+                         f"rough guide over {gap['seeds']} seeds, not a significance test).")
     if results["latency"]:
         lat = results["latency"]
         notes.append(f"Latency: {'exported MINDIR' if lat['format'] == 'MINDIR' else lat['format']}, batch 1, seq 64, median of {lat['repeats']} alternating calls, "

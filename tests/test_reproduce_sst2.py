@@ -223,10 +223,16 @@ def test_summary_mean_std_gap_and_table():
                "steps": {"teacher": 1, "gd": 1, "labels": 1, "phase1": 1, "phase2": 1}}
     table = module.markdown(results)
     assert "| 88.00 ± 1.00 (3) | 97.78% | 10.0 ms | 3.0x | 0m00s |" in table
-    assert ("Row 4 - row 2: +3.00 points (larger than the larger of their stds; a rough guide over 3 seed(s), not a "
+    assert ("Row 4 - row 2: +3.00 points (larger than the larger of their stds; a rough guide over 3 seeds, not a "
             "significance test).") in table
     assert "Teacher: every student distils from the seed-1 teacher (dev 90.00)" in table and "Code: abc123." in table
     assert "Latency: exported MINDIR, batch 1, seq 64, median of 100 alternating calls" in table
+    # one seed finished: a std of None is no spread, not a spread of zero
+    made["labels"], made["td_aug"] = runs(0.84), runs(0.88)
+    rows = module.summarize(FakeLayout(), plan, {}, latency)
+    assert rows["td_aug"]["vs_labels"] == {"gap": pytest.approx(0.04), "larger_than_spread": None, "seeds": 1}
+    table = module.markdown(dict(results, rows=rows))
+    assert "Row 4 - row 2: +4.00 points (one seed so far: no spread to compare it with)." in table
 
 
 def test_a_folder_takes_more_seeds_above_its_first_only(tmp_path):
