@@ -30,6 +30,17 @@ def read_rows(path):
     return path, rows
 
 
+def run_names(paths):
+    """A legend name per metrics.jsonl: its run directory's name, with as many parent folders as it takes to tell
+    runs apart (td_aug/s1/phase2 and td/s1/phase2, not phase2 twice)."""
+    parts = [os.path.dirname(os.path.abspath(p)).split(os.sep) for p in paths]
+    for depth in range(1, max(len(x) for x in parts) + 1):
+        names = ["/".join(x[-depth:]) for x in parts]
+        if len(set(names)) == len(names):
+            return names
+    return names
+
+
 def plot(runs, output):
     import matplotlib  # pylint: disable=import-outside-toplevel
 
@@ -38,8 +49,7 @@ def plot(runs, output):
 
     fig, (ax_loss, ax_eval) = plt.subplots(1, 2, figsize=(13, 4.5))
     any_eval = False
-    for path, rows in runs:
-        name = os.path.basename(os.path.dirname(os.path.abspath(path)))
+    for name, (path, rows) in zip(run_names([path for path, _ in runs]), runs):
         train = [r for r in rows if r.get("type") == "train"]
         for term in TERMS:
             points = [(r["step"], r[term]) for r in train if r.get(term)]

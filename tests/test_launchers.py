@@ -211,6 +211,18 @@ def test_plot_metrics(tmp_path):
     assert proc.returncode != 0 and "metrics.jsonl:2: not a JSON object" in proc.stderr
 
 
+def test_plot_metrics_names_runs_apart_by_their_parent_folders():
+    import importlib.util  # pylint: disable=import-outside-toplevel
+
+    spec = importlib.util.spec_from_file_location("plot_metrics", os.path.join(ROOT, "scripts", "plot_metrics.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.run_names(["/r/td/s1/phase2/metrics.jsonl", "/r/td_aug/s1/phase2/metrics.jsonl",
+                             "/r/labels/s1/student_labels/metrics.jsonl"]) == \
+        ["td/s1/phase2", "td_aug/s1/phase2", "labels/s1/student_labels"]
+    assert module.run_names(["/r/a/phase1/metrics.jsonl", "/r/a/phase2/metrics.jsonl"]) == ["phase1", "phase2"]
+
+
 def test_task_distillation_launchers_start_run_task_distill(tmp_path):
     table = rank_table(tmp_path / "hccl_2p.json", 2)
     env = dict(os.environ, DRY_RUN="1", LOG_DIR=str(tmp_path / "logs"), PYTHON="python3")
