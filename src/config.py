@@ -158,8 +158,10 @@ class CheckpointConfig:
     # How the student starts when `student` is empty: "random"; "teacher_lower_layers" (the teacher's embeddings,
     # its first student.num_hidden_layers layers, pooler and, in TD, classifier); or "teacher_mapped_layers" (the
     # same, but each student layer gets the teacher layer distill.layer_map pairs it with, e.g. 2, 4, 6 of 6).
-    # Both need the teacher's width, head count and intermediate size.
-    student_init: Literal["random", "teacher_lower_layers", "teacher_mapped_layers"] = "random"
+    # Both need the teacher's width, head count and intermediate size. "teacher_selected": the mapped layers of a
+    # wider teacher, every weight cut to the student's shape by weight selection (evenly spaced dimensions, heads
+    # and FFN units; src/distill/student_init.py), e.g. MiniLM 6 x 384 -> TinyBERT-4 4 x 312.
+    student_init: Literal["random", "teacher_lower_layers", "teacher_mapped_layers", "teacher_selected"] = "random"
 
 
 @dataclass(frozen=True)

@@ -197,6 +197,74 @@ def test_student_init_copies_the_chosen_teacher_layers(tiny_config, mode, expect
     assert not np.array_equal(t["bert.encoder.layer.0.output.dense.weight"], t["bert.encoder.layer.1.output.dense.weight"])
 
 
+def test_teacher_selected_cuts_every_weight_to_the_student_by_the_same_evenly_spaced_indices(tiny_config):
+    """Teacher 4 layers x 32 wide (4 heads of 8, FFN 37); student 2 layers x 18 (3 heads of 6, FFN 20). Every
+    student tensor is the mapped teacher layer's, cut by indices written out here, independently of the code."""
+    from src.distill.student_init import copy_teacher_layers
+    ms.set_seed(5)
+    teacher = BertForSequenceClassification(dataclasses.replace(tiny_config, num_hidden_layers=4), 3)
+    student_cfg = dataclasses.replace(tiny_config, hidden_size=18, num_attention_heads=3, intermediate_size=20)
+    student = BertForSequenceClassification(student_cfg, 3)
+    assert copy_teacher_layers(student, teacher, "teacher_selected", resolve_layer_map("uniform", 4, 2)) == [1, 3]
+    t, s = _named(teacher), _named(student)
+    h = [0, 1, 3, 5, 7, 8, 10, 12, 14, 16, 17, 19, 21, 23, 24, 26, 28, 30]  # 18 of 32: (i * 32) // 18
+    heads = [0, 1, 2]                                                      # 3 of 4 heads: (i * 4) // 3
+    inside = [0, 1, 2, 4, 5, 6]                                            # 6 of 8 dimensions: (i * 8) // 6
+    qkv = [head * 8 + d for head in heads for d in inside]
+    f = [(i * 37) // 20 for i in range(20)]
+    layer = {0: 1, 1: 3}  # student layer <- teacher layer (0-based)
+    for name, value in s.items():
+        src = re.sub(r"encoder\.layer\.(\d+)\.", lambda m: f"encoder.layer.{layer[int(m.group(1))]}.", name)
+        want = t[src]
+        if "embeddings" in name and name.endswith("embeddings.weight"):
+            want = want[:, h]
+        elif "LayerNorm" in name or name.endswith(("output.dense.bias", "pooler.dense.bias")):
+            want = want[h]
+        elif re.search(r"(query|key|value)\.weight$", name):
+            want = want[qkv][:, h]
+        elif re.search(r"(query|key|value)\.bias$", name):
+            want = want[qkv]
+        elif name.endswith("attention.output.dense.weight"):
+            want = want[h][:, qkv]
+        elif name.endswith("intermediate.dense.weight"):
+            want = want[f][:, h]
+        elif name.endswith("intermediate.dense.bias"):
+            want = want[f]
+        elif name.endswith("output.dense.weight"):
+            want = want[h][:, f]
+        elif name.endswith("pooler.dense.weight"):
+            want = want[h][:, h]
+        elif name == "classifier.weight":
+            want = want[:, h]
+        else:
+            assert name == "classifier.bias", name
+        np.testing.assert_array_equal(value, want, err_msg=f"{name} <- {src}")
+    # a teacher as wide as the student: selection keeps everything, the same start as teacher_mapped_layers
+    same = BertForSequenceClassification(tiny_config, 3)
+    copy_teacher_layers(same, teacher, "teacher_selected", resolve_layer_map("uniform", 4, 2))
+    mapped = BertForSequenceClassification(tiny_config, 3)
+    copy_teacher_layers(mapped, teacher, "teacher_mapped_layers", resolve_layer_map("uniform", 4, 2))
+    for (name, a), b in zip(_named(same).items(), _named(mapped).values()):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    # another label count: everything but the classifier, which stays as the student's own init
+    other = BertForSequenceClassification(student_cfg, 5)
+    before = _named(other)["classifier.weight"]
+    copy_teacher_layers(other, teacher, "teacher_selected", resolve_layer_map("uniform", 4, 2))
+    np.testing.assert_array_equal(_named(other)["classifier.weight"], before)
+
+
+def test_teacher_selected_refuses_a_student_wider_than_its_teacher(tiny_config):
+    from src.config import ConfigError
+    from src.distill.student_init import copy_teacher_layers
+    teacher = BertModel(dataclasses.replace(tiny_config, num_hidden_layers=4))
+    with pytest.raises(ConfigError, match=r"student hidden_size <= teacher hidden_size \(40 vs 32\)"):
+        copy_teacher_layers(BertModel(dataclasses.replace(tiny_config, hidden_size=40)), teacher,
+                            "teacher_selected", resolve_layer_map("uniform", 4, 2))
+    with pytest.raises(ConfigError, match=r"attention head size .* \(16 vs 8\)"):  # 2 heads of 16 from heads of 8
+        copy_teacher_layers(BertModel(dataclasses.replace(tiny_config, num_attention_heads=2)), teacher,
+                            "teacher_selected", resolve_layer_map("uniform", 4, 2))
+
+
 def test_student_init_refuses_other_widths_and_unmapped_layers(tiny_config):
     from src.config import ConfigError
     from src.distill.student_init import copy_teacher_layers
