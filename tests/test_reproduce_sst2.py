@@ -39,7 +39,7 @@ def test_smoke_runs_every_row_and_reports(smoke):
     out, proc = smoke
     results = json.loads((out / "results.json").read_text())
     rows = results["rows"]
-    assert list(rows) == ["teacher", "labels", "td", "td_aug", "td_aug_nogd", "td_aug_3l384"]
+    assert list(rows) == ["teacher", "labels", "td", "td_aug", "td_aug_nogd", "td_aug_3l384", "td_aug_sel"]
     for name, row in rows.items():
         assert row["seeds"] == [1], name
         run = row["runs"]["1"]
@@ -49,12 +49,15 @@ def test_smoke_runs_every_row_and_reports(smoke):
         assert row["train_seconds"] > 0 and row["latency_ms"] > 0, name
     shapes = {name: (row["layers"], row["hidden"], row["parameters"]) for name, row in rows.items()}
     assert shapes["teacher"][:2] == (6, 384) and shapes["td_aug_3l384"][:2] == (3, 384)
-    for name in ("labels", "td", "td_aug", "td_aug_nogd"):  # TinyBERT-4: 4 x 312, 14.4 M parameters
+    for name in ("labels", "td", "td_aug", "td_aug_nogd", "td_aug_sel"):  # TinyBERT-4: 4 x 312, 14.4 M parameters
         assert shapes[name][:2] == (4, 312) and 14.0e6 < shapes[name][2] < 14.8e6, name
     assert rows["td_aug"]["speedup"] > 1.0 and rows["teacher"]["of_teacher"] == 1.0
     assert set(results["latency"]["seconds"]) == {"teacher", "4l312", "3l384"}
     assert results["complete"] is True and results["steps"]["phase1"] == 6 and results["steps"]["gd"] == 4
-    # what each row started from: GD for rows 2-4, random for 5, teacher layers 2/4/6 for 6
+    # what each row started from: GD (itself from weight selection of the pre-trained MiniLM's layers 2, 3, 5, 6)
+    # for rows 2-4, random for 5, teacher layers 2/4/6 for 6, weight selection of the fine-tuned teacher for 7
+    gd = json.loads((out / "gd" / "manifest.json").read_text())
+    assert gd["started_from"]["student"] == {"init": "teacher_selected", "teacher_layers": [2, 3, 5, 6]}
     for row, expected in (("labels", "gd"), ("td", "gd"), ("td_aug", "gd")):
         first = "student_labels" if row == "labels" else "phase1"
         manifest = json.loads((out / row / "s1" / first / "manifest.json").read_text())
@@ -63,6 +66,8 @@ def test_smoke_runs_every_row_and_reports(smoke):
     assert nogd["started_from"]["student"]["init"] == "random"
     showcase = json.loads((out / "td_aug_3l384" / "s1" / "phase1" / "manifest.json").read_text())
     assert showcase["started_from"]["student"]["teacher_layers"] == [2, 4, 6]
+    selected = json.loads((out / "td_aug_sel" / "s1" / "phase1" / "manifest.json").read_text())
+    assert selected["started_from"]["student"] == {"init": "teacher_selected", "teacher_layers": [2, 3, 5, 6]}
     # the augmented rows train on the augmented pool, the others on the train slice
     pool = json.loads((out / "td_aug" / "s1" / "phase1" / "manifest.json").read_text())["config"]["data"]
     plain = json.loads((out / "td" / "s1" / "phase1" / "manifest.json").read_text())["config"]["data"]
@@ -70,7 +75,7 @@ def test_smoke_runs_every_row_and_reports(smoke):
         "train/train.mindrecord")
     table = (out / "results.md").read_text()
     numbered = [line for line in table.splitlines() if re.match(r"\| \d \| ", line)]
-    assert len(numbered) == 6 and numbered[3].startswith("| 4 | TinyBERT-4, GD init, TD + augmentation (the recipe) | "
+    assert len(numbered) == 7 and numbered[3].startswith("| 4 | TinyBERT-4, GD init, TD + augmentation (the recipe) | "
                                                          "4 x 312 | 14.4 M | ")
     assert "Machine: " in table and "Row 4 - row 2: " in table
     assert (out / "results.png").stat().st_size > 10_000
