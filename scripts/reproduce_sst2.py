@@ -1,6 +1,6 @@
 """Reproduce the TinyBERT recipe and its ablations at TinyBERT-4 size on the full SST-2, mean +- std over seeds.
 
-    python scripts/reproduce_sst2.py                      # the whole table (about 9.5 h on a 2-core CPU)
+    python scripts/reproduce_sst2.py                      # the whole table (up to ~11 h on a 2-core CPU)
     python scripts/reproduce_sst2.py --smoke              # every row on a tiny slice, a few minutes (the tests)
     python scripts/reproduce_sst2.py --seeds 1 --budget 0.5   # one seed, every training half as long
 
@@ -9,7 +9,8 @@ Rows (config: td_config/sst2_tinybert4.yaml; the teacher of every student is the
  2. labels       TinyBERT-4 (4 x 312) from general distillation, fine-tuned on the labels alone;
  3. td           the same start, task distillation phase 1 (intermediate layers) + phase 2 (prediction layer);
  4. td_aug       the same on the train set plus its augmentation (the full TinyBERT recipe);
- 5. td_aug_nogd  row 4 from a random init (ablation: no general distillation);
+ 5. td_aug_nogd  TinyBERT-4 from a random init, TD + augmentation: neither GD nor weight selection (the paper's
+                 ablation; row 7 against row 4 isolates GD);
  6. td_aug_3l384 a 3 x 384 student from teacher layers 2, 4, 6, distilled as row 4 (the project's showcase);
  7. td_aug_sel   TinyBERT-4 by weight selection from the fine-tuned teacher's layers 2, 3, 5, 6, distilled as row 4
                  without GD (checkpoint.student_init=teacher_selected).
@@ -133,7 +134,8 @@ def build_parser():
 
 # The default budget, sized for about 6 h on a 2-core CPU from rates estimated before any full run: the labels-only
 # student one epoch, the distilled ones 0.3 epoch of phase 1 (teacher and student in every step) + 0.4 epoch of
-# phase 2. At the rates measured since (PRIOR_SECONDS_PER_SAMPLE) it takes about 9.5 h; --budget 0.6 fits about 6 h.
+# phase 2. At the rates the first full run measured (PRIOR_SECONDS_PER_SAMPLE) its 7 rows take about 11 h; --budget
+# 0.55 fits about 6 h.
 FULL = dict(seeds="1,2,3", holdout_sentences=500, train_rows=0, dev_rows=0, teacher_epochs=1.0, gd_steps=420,
             gd_dupe_factor=5, gd_batch=32, labels_epochs=1.0, phase1_epochs=0.3, phase2_epochs=0.4, aug_n=2, aug_rows=0,
             latency_repeats=100, gd_init="teacher_selected")
@@ -277,10 +279,14 @@ class Stopwatch:
                 self.on_save(self.seconds, self.stopped)
 
 
+ZERO_ATTEMPTS = {"seconds": 0.0, "stopped_seconds": 0.0, "attempts": 0}
+
+
 class Progress:
     """OUT/progress.json: per finished stage its kind, samples and seconds (wall-clock without stops, summed over
-    its attempts: a stage killed and run again counts both), "stopped_seconds" and "attempts"; OUT/attempts.json:
-    the time of attempts not finished yet. From these, seconds per sample of each kind, and an ETA."""
+    its attempts: a stage killed and run again counts both, work redone after a resume included, so a rate is what a
+    stage cost), "stopped_seconds" and "attempts"; OUT/attempts.json: the time of attempts not finished yet. From
+    these, seconds per sample of each kind, and an ETA."""
 
     def __init__(self, out, stages):
         from src.infra.files import write_json_atomic  # pylint: disable=import-outside-toplevel
@@ -291,6 +297,7 @@ class Progress:
         self.stages = stages  # [(key, kind, samples, run directory)]
         self.done = read_json(self.path, {})
         self.attempts = read_json(self.attempts_path, {})  # {key: {"seconds", "stopped_seconds", "attempts"}}
+        self._earlier = {}  # per stage being timed: attempts.json's entry when its attempt began
 
     def rate(self, kind):
         measured = [(d["seconds"], d["samples"]) for d in self.done.values() if d["kind"] == kind and d["samples"]]
@@ -307,8 +314,9 @@ class Progress:
         return sum(1 for *_, run_dir in self.stages if finished_run(run_dir))
 
     def stopwatch(self, key):
-        """A Stopwatch for a new attempt at stage `key`, saving its time so far into attempts.json."""
-        earlier = self.attempts.get(key, {"seconds": 0.0, "stopped_seconds": 0.0, "attempts": 0})
+        """A Stopwatch for a new attempt at stage `key`, saving its time so far into attempts.json (the earlier
+        attempts' time plus this one's: a kill -9 keeps it for the next attempt)."""
+        earlier = self._earlier[key] = dict(self.attempts.get(key, ZERO_ATTEMPTS))
 
         def save(seconds, stopped):
             self.attempts[key] = {"seconds": earlier["seconds"] + seconds,
@@ -319,8 +327,10 @@ class Progress:
         return Stopwatch(save)
 
     def record(self, key, kind, samples, watch):
-        """Stage `key` finished; `watch` timed its last attempt (earlier attempts come from attempts.json)."""
-        earlier = self.attempts.pop(key, {"seconds": 0.0, "stopped_seconds": 0.0, "attempts": 0})
+        """Stage `key` finished; `watch` timed its last attempt. The earlier attempts are what attempts.json held
+        when that attempt began (what it holds now includes this attempt's own saves)."""
+        earlier = self._earlier.pop(key, ZERO_ATTEMPTS)
+        self.attempts.pop(key, None)
         self.done[key] = {"kind": kind, "samples": samples, "seconds": earlier["seconds"] + watch.seconds,
                           "stopped_seconds": earlier["stopped_seconds"] + watch.stopped,
                           "attempts": earlier["attempts"] + 1}

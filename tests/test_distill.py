@@ -253,6 +253,29 @@ def test_teacher_selected_cuts_every_weight_to_the_student_by_the_same_evenly_sp
     np.testing.assert_array_equal(_named(other)["classifier.weight"], before)
 
 
+def test_attention_heads_are_contiguous_blocks_of_the_query_and_key_rows(tiny_config):
+    """What teacher_selected relies on: head j's scores come from rows j*d .. (j+1)*d - 1 of the query and key
+    weights (the layout its "qkv" indices assume), checked against the model's own attention scores."""
+    from src.model.bert import ATTENTION_SCORES, HIDDEN_STATES
+    ms.set_seed(7)
+    net = BertModel(tiny_config)
+    net.set_train(False)
+    rng = np.random.default_rng(0)
+    ids = ms.Tensor(rng.integers(0, tiny_config.vocab_size, (2, 5)).astype(np.int32))
+    ones = ms.Tensor(np.ones((2, 5), np.int32))
+    out = net(ids, ms.Tensor(np.zeros((2, 5), np.int32)), ones)
+    x = out[HIDDEN_STATES][0].asnumpy()  # the embeddings' output: layer 0's input
+    scores = out[ATTENTION_SCORES][0].asnumpy()  # [B, N, S, S]
+    p = _named(net)
+    q = x @ p["encoder.layer.0.attention.self.query.weight"].T + p["encoder.layer.0.attention.self.query.bias"]
+    k = x @ p["encoder.layer.0.attention.self.key.weight"].T + p["encoder.layer.0.attention.self.key.bias"]
+    d = tiny_config.hidden_size // tiny_config.num_attention_heads
+    for j in range(tiny_config.num_attention_heads):
+        block = slice(j * d, (j + 1) * d)
+        want = q[..., block] @ np.swapaxes(k[..., block], -1, -2) / np.sqrt(d)
+        np.testing.assert_allclose(scores[:, j], want, rtol=1e-4, atol=1e-5, err_msg=f"head {j}")
+
+
 def test_teacher_selected_refuses_a_student_wider_than_its_teacher(tiny_config):
     from src.config import ConfigError
     from src.distill.student_init import copy_teacher_layers

@@ -296,7 +296,9 @@ def test_progress_adds_up_every_attempt_of_a_stage_and_keeps_an_interrupted_one(
         seconds, stopped = 60.0, 1.5
 
     again = module.Progress(str(tmp_path), stages)
-    again.stopwatch("labels/s1")
+    second = again.stopwatch("labels/s1")
+    second.on_save(30.0, 1.0)  # the second attempt's own saves go to attempts.json too; record must not add them
+    assert json.loads((tmp_path / "attempts.json").read_text())["labels/s1"]["seconds"] == 70.0
     again.record("labels/s1", "labels", 100, Timed())
     done = json.loads((tmp_path / "progress.json").read_text())["labels/s1"]
     assert done == {"kind": "labels", "samples": 100, "seconds": 100.0, "stopped_seconds": 6.5, "attempts": 2}

@@ -91,7 +91,9 @@ def copy_teacher_layers(student: nn.Cell, teacher: nn.Cell, mode: str,
         head_params[name] = value
     copied_head = bool(head_params)
     params.update(head_params)
-    ckpt.load_params(student, params, f"teacher ({mode})", allow_missing=() if copied_head else ("classifier.*",))
+    # a head that is not copied keeps the student's own init (any head: classifier, masked-LM, ...)
+    ckpt.load_params(student, params, f"teacher ({mode})",
+                     allow_missing=() if copied_head else tuple(name for name, _ in head))
     logger.info("student initialised from the teacher's embeddings, encoder layers %s (1-based), pooler%s%s",
                 [i + 1 for i in sources], " and classifier" if copied_head else "",
                 f", weights selected {t_cfg.hidden_size} -> {s_cfg.hidden_size} wide" if select is not None else "")
