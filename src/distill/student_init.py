@@ -120,7 +120,7 @@ def selection_indices(s_cfg, t_cfg) -> Dict[str, np.ndarray]:
             "f": evenly_spaced(s_cfg.intermediate_size, t_cfg.intermediate_size, "intermediate_size")}
 
 
-# Per parameter (name without "bert." and the layer prefix): the index set of each axis, None = every row
+# Per parameter (name without "bert."; matched at its end): the index set of each axis, None = every row
 _SELECTED_AXES = (
     (r"embeddings\.(word|position|token_type)_embeddings\.weight$", (None, "h")),
     (r"LayerNorm\.(weight|bias)$", ("h",)),
