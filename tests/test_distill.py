@@ -253,6 +253,35 @@ def test_teacher_selected_cuts_every_weight_to_the_student_by_the_same_evenly_sp
     np.testing.assert_array_equal(_named(other)["classifier.weight"], before)
 
 
+def test_gd_config_starts_its_student_by_selection_from_its_own_teacher_and_student_presets():
+    """gd_config.yaml's default start (teacher_selected) works for the shapes it names: BERT-base (12 x 768, 12 heads
+    of 64, FFN 3072) into TinyBERT-4 (4 x 312, 12 heads of 26, FFN 1200) and into the zoo's 4 x 384 student its
+    comment offers, through the layer map it gives (student layer i <- teacher layer 3i)."""
+    import os
+    from src.config import bert_preset, load_config
+    from src.distill.student_init import copy_teacher_layers
+    cfg = load_config(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gd_config.yaml"))
+    assert cfg.checkpoint.student_init == "teacher_selected"
+    ms.set_seed(11)
+    teacher = BertModel(cfg.teacher)
+    t = _named(teacher)
+    for student_cfg in (cfg.student, bert_preset("ms-zoo-tinybert-4l-384")):
+        student = BertModel(student_cfg)
+        pairs = resolve_layer_map(cfg.distill.layer_map, cfg.teacher.num_hidden_layers, student_cfg.num_hidden_layers)
+        assert copy_teacher_layers(student, teacher, cfg.checkpoint.student_init, pairs) == [2, 5, 8, 11]
+        s = _named(student)
+        width, heads = student_cfg.hidden_size, student_cfg.num_attention_heads
+        h = (np.arange(width) * 768) // width
+        inside = (np.arange(width // heads) * 64) // (width // heads)
+        qkv = (np.arange(12)[:, None] * 64 + inside[None, :]).reshape(-1)
+        f = (np.arange(student_cfg.intermediate_size) * 3072) // student_cfg.intermediate_size
+        np.testing.assert_array_equal(s["embeddings.word_embeddings.weight"], t["embeddings.word_embeddings.weight"][:, h])
+        np.testing.assert_array_equal(s["encoder.layer.3.attention.self.query.weight"],
+                                      t["encoder.layer.11.attention.self.query.weight"][qkv][:, h])
+        np.testing.assert_array_equal(s["encoder.layer.0.output.dense.weight"],
+                                      t["encoder.layer.2.output.dense.weight"][h][:, f])
+
+
 def test_attention_heads_are_contiguous_blocks_of_the_query_and_key_rows(tiny_config):
     """What teacher_selected relies on: head j's scores come from rows j*d .. (j+1)*d - 1 of the query and key
     weights (the layout its "qkv" indices assume), checked against the model's own attention scores."""
