@@ -35,6 +35,26 @@ def test_a_run_directory_another_process_trains_in_is_refused_with_its_pid(tmp_p
     unlock_run_dir(str(run_dir))
 
 
+def test_a_run_directory_with_another_config_is_refused_with_the_keys_and_the_ways_on(tmp_path):
+    """E.g. a GD run started before gd_config.yaml's student_init default changed: the command names the key and
+    both ways on (--overwrite, or --resume with the run's own config), and the run directory is left as it was."""
+    from src.training.manifest import Manifest
+    run_dir = tmp_path / "gd"
+    run_dir.mkdir()
+    Manifest(stage="gd", config={"checkpoint": {"student_init": "random"}}, started_from={}).write(str(run_dir))
+    before = (run_dir / "manifest.json").read_text()
+    with pytest.raises(RunDirError) as err:
+        prepare_run_dir(str(run_dir), {"checkpoint": {"student_init": "teacher_selected"}})
+    assert str(err.value) == (f"{run_dir} holds a run with a different config:\n"
+                              f"  checkpoint.student_init: 'random' -> 'teacher_selected'\n"
+                              f"use another run.output_dir, --overwrite to start this stage again, or --resume {run_dir} "
+                              f"to go on with the config that run was started with")
+    assert (run_dir / "manifest.json").read_text() == before
+    unlock_run_dir(str(run_dir))
+    assert prepare_run_dir(str(run_dir), {"checkpoint": {"student_init": "random"}}).stage == "gd"  # same config
+    unlock_run_dir(str(run_dir))
+
+
 def test_temporary_files_of_an_interrupted_save_are_removed_and_nothing_else(tmp_path, caplog):
     run_dir = tmp_path / "gd"
     (run_dir / "checkpoints").mkdir(parents=True)

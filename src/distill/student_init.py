@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 
 
 STUDENT_INITS = ("random", "teacher_lower_layers", "teacher_mapped_layers", "teacher_selected")
+# gd_config.yaml and td_config/sst2_tinybert4.yaml start from the teacher by default: say how to leave that
+OR_RANDOM = "; or start the student from a random init: --checkpoint.student_init=random"
 
 
 def init_layer_sources(mode: str, student_layers: int, teacher_layers: int,
@@ -38,7 +40,7 @@ def init_layer_sources(mode: str, student_layers: int, teacher_layers: int,
     missing = [s for s in range(1, student_layers + 1) if s not in mapped or mapped[s] < 1]
     if missing:
         raise ConfigError(f"checkpoint.student_init={mode}: distill.layer_map pairs no teacher "
-                          f"encoder layer with student layer(s) {missing} (1-based)")
+                          f"encoder layer with student layer(s) {missing} (1-based){OR_RANDOM}")
     return [mapped[s] - 1 for s in range(1, student_layers + 1)]
 
 
@@ -56,10 +58,10 @@ def copy_teacher_layers(student: nn.Cell, teacher: nn.Cell, mode: str,
     for key in same:
         if getattr(s_cfg, key) != getattr(t_cfg, key):
             raise ConfigError(f"checkpoint.student_init={mode} needs student.{key} == teacher.{key} "
-                              f"({getattr(s_cfg, key)} vs {getattr(t_cfg, key)})")
+                              f"({getattr(s_cfg, key)} vs {getattr(t_cfg, key)}){OR_RANDOM}")
     select = selection_indices(s_cfg, t_cfg) if mode == "teacher_selected" else None
     if s_cfg.num_hidden_layers > t_cfg.num_hidden_layers:
-        raise ConfigError(f"checkpoint.student_init={mode}: the student is deeper than the teacher")
+        raise ConfigError(f"checkpoint.student_init={mode}: the student is deeper than the teacher{OR_RANDOM}")
     sources = init_layer_sources(mode, s_cfg.num_hidden_layers, t_cfg.num_hidden_layers, pairs)
     teacher_params = dict(ckpt.named_parameters(teacher))
     prefix = "encoder.layer."
@@ -104,7 +106,7 @@ def evenly_spaced(keep: int, total: int, what: str) -> np.ndarray:
     """`keep` of `total` indices, evenly spaced from 0 (all of them when keep == total)."""
     if not 0 < keep <= total:
         raise ConfigError(f"checkpoint.student_init=teacher_selected needs student {what} <= teacher {what} "
-                          f"({keep} vs {total})")
+                          f"({keep} vs {total}){OR_RANDOM}")
     return (np.arange(keep) * total) // keep
 
 

@@ -276,5 +276,6 @@ def prepare_run_dir(run_dir: str, config: Dict[str, Any], overwrite: bool = Fals
     if diffs:
         shown = "\n  ".join(diffs[:12])
         raise RunDirError(f"{run_dir} holds a run with a different config:\n  {shown}\nuse another run.output_dir, "
-                          f"or --overwrite to start this stage again")
+                          f"--overwrite to start this stage again, or --resume {run_dir} to go on with the config "
+                          f"that run was started with")
     return manifest
