@@ -258,9 +258,10 @@ def test_gd_config_starts_its_student_by_selection_from_its_own_teacher_and_stud
     of 64, FFN 3072) into TinyBERT-4 (4 x 312, 12 heads of 26, FFN 1200) and into the zoo's 4 x 384 student its
     comment offers, through the layer map it gives (student layer i <- teacher layer 3i)."""
     import os
+    from conftest import ROOT
     from src.config import bert_preset, load_config
     from src.distill.student_init import copy_teacher_layers
-    cfg = load_config(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gd_config.yaml"))
+    cfg = load_config(os.path.join(ROOT, "gd_config.yaml"))
     assert cfg.checkpoint.student_init == "teacher_selected"
     ms.set_seed(11)
     teacher = BertModel(cfg.teacher)
@@ -275,7 +276,8 @@ def test_gd_config_starts_its_student_by_selection_from_its_own_teacher_and_stud
         inside = (np.arange(width // heads) * 64) // (width // heads)
         qkv = (np.arange(12)[:, None] * 64 + inside[None, :]).reshape(-1)
         f = (np.arange(student_cfg.intermediate_size) * 3072) // student_cfg.intermediate_size
-        np.testing.assert_array_equal(s["embeddings.word_embeddings.weight"], t["embeddings.word_embeddings.weight"][:, h])
+        np.testing.assert_array_equal(s["embeddings.word_embeddings.weight"],
+                                      t["embeddings.word_embeddings.weight"][:, h])
         np.testing.assert_array_equal(s["encoder.layer.3.attention.self.query.weight"],
                                       t["encoder.layer.11.attention.self.query.weight"][qkv][:, h])
         np.testing.assert_array_equal(s["encoder.layer.0.output.dense.weight"],

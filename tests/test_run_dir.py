@@ -47,8 +47,8 @@ def test_a_run_directory_with_another_config_is_refused_with_the_keys_and_the_wa
         prepare_run_dir(str(run_dir), {"checkpoint": {"student_init": "teacher_selected"}})
     assert str(err.value) == (f"{run_dir} holds a run with a different config:\n"
                               f"  checkpoint.student_init: 'random' -> 'teacher_selected'\n"
-                              f"use another run.output_dir, --overwrite to start this stage again, or --resume {run_dir} "
-                              f"to go on with the config that run was started with")
+                              f"use another run.output_dir, --overwrite to start this stage again, "
+                              f"or --resume {run_dir} to go on with the config that run was started with")
     assert (run_dir / "manifest.json").read_text() == before
     unlock_run_dir(str(run_dir))
     assert prepare_run_dir(str(run_dir), {"checkpoint": {"student_init": "random"}}).stage == "gd"  # same config
