@@ -28,7 +28,10 @@ Every stage is a run directory with a manifest: a finished one is skipped, an in
 last checkpoint (kill -9 at any point loses at most the steps since that checkpoint). The plan (every knob) is
 kept in OUT/plan.json: re-running with other knobs is refused unless --out names another folder. After every
 stage, OUT/results.json, OUT/results.md and OUT/results.png (accuracy vs parameters and vs batch-1 latency)
-are rewritten from what has finished.
+are rewritten from what has finished. --record DIR keeps the results without checkpoints or data (see Record), so
+that one table can be trained across machines that do not keep the run folder:
+
+    python scripts/reproduce_sst2.py --record docs/reproduce_sst2   # every session, with a new run folder or not
 """
 import argparse
 import json
@@ -128,6 +131,10 @@ def build_parser():
     parser.add_argument("--aug_n", type=int, default=None, help="augmented sentences per train sentence (2)")
     parser.add_argument("--aug_rows", type=int, default=None, help="train sentences augmented (default all)")
     parser.add_argument("--latency_repeats", type=int, default=None, help="timed batch-1 calls per model (100)")
+    parser.add_argument("--record", default=None,
+                        help="folder keeping the results without checkpoints or data (small enough to commit): its "
+                             "stages are not trained again, so one table can be trained across machines that do not "
+                             "keep the run folder (see Record)")
     parser.add_argument("--no_progress", action="store_true", help="log lines instead of progress bars")
     return parser
 
@@ -197,20 +204,7 @@ def check_plan(out, plan):
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
             old = json.load(f)
-        # seeds and rows may grow (more of the same plan); everything else must be equal
-        differ = sorted(k for k in set(old) | set(plan)
-                        if k not in ("seeds", "rows", "code") and old.get(k) != plan.get(k))
-        if differ:
-            raise ValueError(f"{path}: this folder was run with other knobs: "
-                             + "; ".join(f"{k} {old.get(k)!r} there, {plan.get(k)!r} now" for k in differ)
-                             + f". Give --out another folder, or the same knobs")
-        if min(plan["seeds"]) < old["seeds"][0]:
-            raise ValueError(f"{path}: --seeds {','.join(map(str, plan['seeds']))}: every student here distils from "
-                             f"the seed-{old['seeds'][0]} teacher, the folder's first seed; a lower seed would make "
-                             f"another teacher the first. Add seeds above {old['seeds'][0]}, or give --out another "
-                             f"folder")
-        plan = dict(plan, seeds=sorted(set(old["seeds"]) | set(plan["seeds"])),
-                    rows=[r for r in ROWS if r in set(old["rows"]) | set(plan["rows"])], code=old.get("code", []))
+        plan = merge_plans(path, old, plan, "--out another folder")
     version = code_version()
     plan["code"] = list(plan.get("code", []))
     if version not in plan["code"]:
@@ -221,6 +215,24 @@ def check_plan(out, plan):
     os.makedirs(out, exist_ok=True)
     write_json_atomic(path, plan)
     return plan
+
+
+def merge_plans(path, old, plan, elsewhere):
+    """`plan` joined to the plan `old` kept at `path`: seeds and rows may grow (more of the same plan), and the code
+    versions add up; every other knob must be equal, and no seed may come below the first (whose teacher every
+    student distils from). ValueError naming the knobs that differ, and `elsewhere` as the way out."""
+    differ = sorted(k for k in set(old) | set(plan) if k not in ("seeds", "rows", "code") and old.get(k) != plan.get(k))
+    if differ:
+        raise ValueError(f"{path}: this folder was run with other knobs: "
+                         + "; ".join(f"{k} {old.get(k)!r} there, {plan.get(k)!r} now" for k in differ)
+                         + f". Give {elsewhere}, or the same knobs")
+    if min(plan["seeds"]) < old["seeds"][0]:
+        raise ValueError(f"{path}: --seeds {','.join(map(str, plan['seeds']))}: every student here distils from "
+                         f"the seed-{old['seeds'][0]} teacher, the folder's first seed; a lower seed would make "
+                         f"another teacher the first. Add seeds above {old['seeds'][0]}, or give {elsewhere}")
+    code = list(old.get("code", [])) + [c for c in plan.get("code", []) if c not in old.get("code", [])]
+    return dict(plan, seeds=sorted(set(old["seeds"]) | set(plan["seeds"])),
+                rows=[r for r in ROWS if r in set(old["rows"]) | set(plan["rows"])], code=code)
 
 
 def steps_for(epochs, rows, budget):
@@ -288,7 +300,7 @@ class Progress:
     stage cost), "stopped_seconds" and "attempts"; OUT/attempts.json: the time of attempts not finished yet. From
     these, seconds per sample of each kind, and an ETA."""
 
-    def __init__(self, out, stages):
+    def __init__(self, out, stages, settled=(), earlier=None):
         from src.infra.files import write_json_atomic  # pylint: disable=import-outside-toplevel
 
         self._write = write_json_atomic
@@ -298,9 +310,12 @@ class Progress:
         self.done = read_json(self.path, {})
         self.attempts = read_json(self.attempts_path, {})  # {key: {"seconds", "stopped_seconds", "attempts"}}
         self._earlier = {}  # per stage being timed: attempts.json's entry when its attempt began
+        self.settled = set(settled)  # stages done elsewhere (the record's), not run here
+        self.measured_elsewhere = dict(earlier or {})  # {stage: progress entry} from the runs that trained them
 
     def rate(self, kind):
-        measured = [(d["seconds"], d["samples"]) for d in self.done.values() if d["kind"] == kind and d["samples"]]
+        measured = [(d["seconds"], d["samples"]) for d in {**self.measured_elsewhere, **self.done}.values()
+                    if d["kind"] == kind and d["samples"]]
         if measured:
             return sum(s for s, _ in measured) / sum(n for _, n in measured)
         return PRIOR_SECONDS_PER_SAMPLE.get(kind, 0.0)
@@ -308,10 +323,11 @@ class Progress:
     def eta(self, current):
         """Seconds of training left after the stage `current`: every unfinished stage at its kind's rate."""
         return sum(samples * self.rate(kind) for key, kind, samples, run_dir in self.stages
-                   if key != current and not finished_run(run_dir) and kind in PRIOR_SECONDS_PER_SAMPLE)
+                   if key != current and key not in self.settled and not finished_run(run_dir)
+                   and kind in PRIOR_SECONDS_PER_SAMPLE)
 
     def finished_count(self):
-        return sum(1 for *_, run_dir in self.stages if finished_run(run_dir))
+        return sum(1 for key, *_, run_dir in self.stages if key in self.settled or finished_run(run_dir))
 
     def stopwatch(self, key):
         """A Stopwatch for a new attempt at stage `key`, saving its time so far into attempts.json (the earlier
@@ -358,8 +374,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
     os.chdir(ROOT)
     out = os.path.abspath(args.out or ("runs/reproduce_sst2_smoke" if args.smoke else "runs/reproduce_sst2"))
+    record = Record(os.path.abspath(args.record)) if args.record else None
     try:
         plan = check_plan(out, make_plan(args))
+        if record:  # the record's seeds and rows join the run's: its stages are part of the table
+            from src.infra.files import write_json_atomic  # pylint: disable=import-outside-toplevel
+
+            plan = record.check_plan(plan)
+            write_json_atomic(os.path.join(out, "plan.json"), plan)
     except ValueError as exc:
         parser.error(str(exc))
     quiet = ["--no_progress"] if args.no_progress else []
@@ -384,6 +406,8 @@ def main(argv=None):
     vocab = os.path.join(minilm_dir, "vocab.txt")
     data = os.path.join(out, "data")
     tsv = split_train(files["train"], files["dev"], data, plan)
+    if record:
+        record.keep_file("split.json", os.path.join(data, "split.json"))
     records = {}
     for split in ("train", "holdout", "dev"):
         records[split] = os.path.join(data, split, f"{split}.mindrecord")
@@ -424,13 +448,26 @@ def main(argv=None):
             else:
                 stages.append((f"{row}/s{seed}", "td" if row == "td" else "td_aug",
                                (steps["phase1"] + steps["phase2"]) * BATCH, layout.final_dir(row, seed)))
-    progress = Progress(out, stages)
+    # With a record: its stages are not trained again, except the checkpoints a stage still to train starts from
+    recorded = {key for key, *_ in stages if record and record.entry(key) is not None}
+    to_train = [key for key, kind, _, run_dir in stages
+                if kind in ("labels", "td", "td_aug") and key not in recorded and not finished_run(run_dir)]
+    dependencies = {f"teacher/s{plan['seeds'][0]}", "gd"} if to_train else set()
+    progress = Progress(out, stages, settled=recorded - dependencies, earlier=record.progress() if record else None)
+
+    def keep(key, run_dir):
+        if record:
+            record.keep(key, run_dir, progress.done.get(key), out, plan["code"])
 
     def stage(key, kind, command, run_dir):
-        """Run one training command unless its run directory is finished; record its time; then score the
-        checkpoint chosen on the held-out sentences on dev, once (OUT/.../RUN/dev.json)."""
+        """Run one training command unless its run directory is finished or the record holds it; record its time;
+        then score the checkpoint chosen on the held-out sentences on dev, once (OUT/.../RUN/dev.json)."""
         if finished_run(run_dir):
             score_on_dev(run_dir)
+            keep(key, run_dir)
+            return
+        if key in progress.settled:
+            log(f"{key}: in the record ({record.entry(key)['out']}); not trained again")
             return
         if plan["smoke"]:
             command = [a for a in command if not a.startswith("--eval.eval_steps=")]
@@ -441,7 +478,8 @@ def main(argv=None):
         samples = next((n for k, _, n, _ in stages if k == key), 0)
         progress.record(key, kind, samples, watch)
         score_on_dev(run_dir)
-        report(out, plan, layout, steps)
+        keep(key, run_dir)
+        report(out, plan, layout, steps, record=record)
 
     def score_on_dev(run_dir):
         target = os.path.join(run_dir, "dev.json")
@@ -488,7 +526,7 @@ def main(argv=None):
                        "--gd.loss_scale.window=1000", f"--checkpoint.student_init={plan['gd_init']}"], layout.gd)
 
     # ---- augmentation ----------------------------------------------------------------------------------------
-    if any(r not in ("teacher", "labels", "td") for r in plan["rows"]) and not os.path.isfile(records["aug"]):
+    if any(kind == "td_aug" for key, kind, *_ in stages if key in to_train) and not os.path.isfile(records["aug"]):
         source, rest = tsv["train"], None
         if plan["aug_rows"]:
             from src.data.task_data import sample_tsv_rows  # pylint: disable=import-outside-toplevel
@@ -511,6 +549,8 @@ def main(argv=None):
             run(["scripts/convert_task_data.py", "--task", "sst2", "--input", pool, "--output", records["aug"],
                  "--vocab_file", vocab, "--max_seq_length", "64"])
         progress.record("augment", "augment", 0, watch)
+    if record:
+        record.keep_file("pool.json", os.path.join(data, "aug", "pool.json"))
     aug_batches = mindrecord_rows(records["aug"]) // BATCH if os.path.isfile(records["aug"]) else batches
 
     # ---- the students, seed by seed --------------------------------------------------------------------------
@@ -552,9 +592,12 @@ def main(argv=None):
             # phase 1 then phase 2, one command (a finished phase 1 is skipped by the command itself)
             stage(f"{row}/s{seed}", "td_aug" if aug else "td", common + both + extra, os.path.join(row_out, "phase2"))
         if index == 0:
-            measure_latency(out, layout, plan, teacher_dir)
+            if record and os.path.isfile(os.path.join(record.path, "latency.json")):
+                pass  # measured by the run that trained the first seed
+            elif measure_latency(out, layout, plan, teacher_dir) and record:
+                record.keep_file("latency.json", os.path.join(out, "latency.json"))
 
-    report(out, plan, layout, steps, final=True)
+    report(out, plan, layout, steps, final=True, record=record)
     log(f"done in {hms(time.time() - started)} (this invocation); table in {out}/results.md, plot in "
         f"{out}/results.png")
     return 0
@@ -579,6 +622,133 @@ class Layout:
         if row == "labels":
             return os.path.join(self.row(row, seed), "student_labels")
         return os.path.join(self.row(row, seed), "phase2")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The record: a run's results without checkpoints or data, small enough to commit
+# ------------------------------------------------------------------------------------------------------------------
+def stage_file_name(key):
+    return key.replace("/", "_") + ".json"
+
+
+class Record:
+    """RECORD (--record): what the table is made of, without checkpoints or data (tens of KB), so that the results
+    outlive the run folder and one table can be trained across machines that do not keep it (a fresh machine per
+    working session). It holds:
+      plan.json                 the knobs (a run must have the same) and every code version that trained a stage
+      stages/<stage>.json       per finished stage: its manifest (without the full config), best.json, dev.json, the
+                                code that trained it, its time (its progress.json entry), and "rebuilds"
+      latency.json, split.json, pool.json
+      results.json, results.md, results.png   the table of every recorded stage
+    A recorded stage is not trained again, unless a stage still to train needs its checkpoint (the first seed's
+    teacher, general distillation): then it is trained again, same seed and data, and its final weights' digest is
+    compared with the recorded one. The comparison is kept under "rebuilds" and stated under the table; the row
+    keeps the recorded result."""
+
+    def __init__(self, path):
+        self.path = path
+        self.stages_dir = os.path.join(path, "stages")
+
+    def _write(self, name, data):
+        from src.infra.files import write_json_atomic  # pylint: disable=import-outside-toplevel
+
+        target = os.path.join(self.path, name)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        write_json_atomic(target, data)
+
+    def check_plan(self, plan):
+        """The run's plan joined to the record's (same knobs; seeds, rows and code versions add up); written."""
+        path = os.path.join(self.path, "plan.json")
+        old = read_json(path, None)
+        if old is not None:
+            plan = merge_plans(path, old, plan, "--record another folder")
+        self._write("plan.json", plan)
+        return plan
+
+    def entry(self, key):
+        return read_json(os.path.join(self.stages_dir, stage_file_name(key)), None)
+
+    def progress(self):
+        """{stage: its progress.json entry} of every recorded stage, from the run that trained it."""
+        if not os.path.isdir(self.stages_dir):
+            return {}
+        found = {}
+        for name in sorted(os.listdir(self.stages_dir)):
+            if name.endswith(".json"):
+                entry = read_json(os.path.join(self.stages_dir, name), {})
+                if entry.get("progress"):
+                    found[entry["key"]] = entry["progress"]
+        return found
+
+    def keep(self, key, run_dir, progress_entry, out, codes):
+        """Stage `key` is finished in `run_dir` (with its dev.json) of run folder `out`, whose invocations ran the
+        code versions `codes`: record it, or, when it is recorded from another run folder, compare this rebuild's
+        final weights with the recorded ones (once per run folder)."""
+        from src.training.manifest import Manifest  # pylint: disable=import-outside-toplevel
+
+        manifest = Manifest.read(run_dir).to_dict()
+        manifest.pop("full_config", None)
+        dev = read_json(os.path.join(run_dir, "dev.json"), None)
+        best = read_json(os.path.join(run_dir, "best.json"), None)
+        entry = self.entry(key)
+        if entry is None:
+            self._write(os.path.join("stages", stage_file_name(key)), {
+                "key": key, "out": out, "code": list(codes), "recorded": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "progress": progress_entry, "manifest": manifest, "best": best, "dev": dev, "rebuilds": []})
+            return
+        if entry["out"] == out or any(r["out"] == out for r in entry["rebuilds"]):
+            return
+        identical = manifest["student_sha256"] == entry["manifest"]["student_sha256"]
+        entry["rebuilds"].append({"out": out, "code": list(codes), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                  "identical": identical, "student_sha256": manifest["student_sha256"],
+                                  "dev": dev and dev["sets"]["dev"]["score"],
+                                  "holdout": best and best["metrics"]["score"]})
+        self._write(os.path.join("stages", stage_file_name(key)), entry)
+        recorded = entry["dev"]["sets"]["dev"]["score"] if entry.get("dev") else None
+        log(f"{key}: trained again for the stages still to train; final weights "
+            + ("identical to the recorded ones (digest)" if identical else
+               f"DIFFER from the recorded ones (dev {dev and dev['sets']['dev']['score']} now, {recorded} recorded): "
+               f"the stages trained from here on start from this rebuild (noted under the table)"))
+
+    def keep_file(self, name, source):
+        """A run-level JSON (split, pool, latency) into the record; a different one from a later run is reported."""
+        data = read_json(source, None)
+        if data is None:
+            return
+        old = read_json(os.path.join(self.path, name), None)
+        if old is None:
+            self._write(name, data)
+        elif old != data and name != "latency.json":
+            log(f"warning: {source} differs from the record's {name} (kept): this run's data is not the recorded "
+                f"run's")
+
+    def row_runs(self, plan, row):
+        """{seed: result} of a row's recorded runs, as row_runs gives them for a run folder."""
+        found = {}
+        for seed in plan["seeds"]:
+            entry = self.entry(f"{row}/s{seed}")
+            if entry and entry.get("best") and entry.get("dev"):
+                found[seed] = run_summary(entry["manifest"]["step"], entry["best"], entry["dev"])
+        return found
+
+    def rebuilds(self):
+        """[{stage, identical, dev, recorded_dev}] of every rebuild of a recorded stage."""
+        if not os.path.isdir(self.stages_dir):
+            return []
+        found = []
+        for name in sorted(os.listdir(self.stages_dir)):
+            entry = read_json(os.path.join(self.stages_dir, name), {})
+            for rebuild in entry.get("rebuilds", []):
+                found.append({"stage": entry["key"], "identical": rebuild["identical"], "dev": rebuild["dev"],
+                              "recorded_dev": entry["dev"]["sets"]["dev"]["score"] if entry.get("dev") else None})
+        return found
+
+    def outs(self):
+        """The run folders the recorded stages were trained in."""
+        if not os.path.isdir(self.stages_dir):
+            return []
+        return sorted({read_json(os.path.join(self.stages_dir, n), {}).get("out") for n in os.listdir(self.stages_dir)
+                       if n.endswith(".json")} - {None})
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -699,8 +869,13 @@ def measure_latency(out, layout, plan, teacher_dir):
     """Batch-1 latency (seq 64, exported MINDIR) of the teacher and of each student shape, alternating calls."""
     path = os.path.join(out, "latency.json")
     if os.path.isfile(path):
-        return
+        return True
     seed = plan["seeds"][0]
+    untrained = [row for row in ("td_aug", "td_aug_3l384") if row in plan["rows"]
+                 and not finished_run(layout.final_dir(row, seed))]
+    if untrained:
+        log(f"no batch-1 latency: {', '.join(untrained)} of seed {seed} not trained in this run folder")
+        return False
     models = {"teacher": teacher_dir}
     for row in ("td_aug", "td_aug_3l384", "labels", "td"):
         if row in plan["rows"] and finished_run(layout.final_dir(row, seed)):
@@ -724,6 +899,7 @@ def measure_latency(out, layout, plan, teacher_dir):
     write_json_atomic(path, {"seconds": seconds, "seq_length": 64, "batch_size": 1, "repeats": plan["latency_repeats"],
                              "load_average": os.getloadavg(), "cpus": os.cpu_count(),
                              "format": "checkpoint" if plan["smoke"] else "MINDIR"})
+    return True
 
 
 def row_runs(layout, plan, row):
@@ -737,12 +913,14 @@ def row_runs(layout, plan, row):
         dev = read_json(os.path.join(run_dir, "dev.json"), None)
         if manifest is None or best is None or dev is None:
             continue
-        found[seed] = {"dev": dev["sets"]["dev"]["score"], "holdout": best["metrics"]["score"],
-                       "best_step": best["step"], "steps": manifest.step,
-                       "dev_examples": dev["sets"]["dev"]["examples"],
-                       "parameters": best["num_parameters"], "layers": best["model"]["num_hidden_layers"],
-                       "hidden": best["model"]["hidden_size"]}
+        found[seed] = run_summary(manifest.step, best, dev)
     return found
+
+
+def run_summary(steps, best, dev):
+    return {"dev": dev["sets"]["dev"]["score"], "holdout": best["metrics"]["score"], "best_step": best["step"],
+            "steps": steps, "dev_examples": dev["sets"]["dev"]["examples"], "parameters": best["num_parameters"],
+            "layers": best["model"]["num_hidden_layers"], "hidden": best["model"]["hidden_size"]}
 
 
 def mean_std(values):
@@ -754,11 +932,12 @@ def mean_std(values):
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
-def summarize(layout, plan, progress_done, latency):
-    """results.json's content: per row its runs, mean and sample std over seeds, parameters, latency, time."""
+def summarize(layout, plan, progress_done, latency, record=None):
+    """results.json's content: per row its runs (from the record when there is one: every finished stage of the run
+    folder is in it), mean and sample std over seeds, parameters, latency, time."""
     rows = {}
     for row in plan["rows"]:
-        runs = row_runs(layout, plan, row)
+        runs = record.row_runs(plan, row) if record else row_runs(layout, plan, row)
         mean, std = mean_std([r["dev"] for r in runs.values()])
         seconds = sum(d["seconds"] for k, d in progress_done.items()
                       if k.split("/")[0] == row or (row == "teacher" and k.startswith("teacher/")))
@@ -796,27 +975,37 @@ def read_json(path, missing):
         return json.load(f)
 
 
-def report(out, plan, layout, steps, final=False):
-    """OUT/results.json, results.md and results.png from what has finished so far."""
+def report(out, plan, layout, steps, final=False, record=None):
+    """OUT/results.json, results.md and results.png from what has finished so far; with a record, from every stage
+    it holds (this run folder's and earlier ones'), written into both folders."""
     from src.infra.files import write_json_atomic, atomic_output  # pylint: disable=import-outside-toplevel
 
-    progress_path = os.path.join(out, "progress.json")
-    done = read_json(progress_path, {})
-    latency = read_json(os.path.join(out, "latency.json"), None)
-    rows = summarize(layout, plan, done, latency)
+    done = read_json(os.path.join(out, "progress.json"), {})
+    source = record.path if record else out
+    latency = read_json(os.path.join(source, "latency.json"), None)
+    if record:
+        plan = read_json(os.path.join(record.path, "plan.json"), plan)
+        done = {**done, **record.progress()}  # a stage's time in the run that trained it first
+    rows = summarize(layout, plan, done, latency, record)
     results = {"plan": plan, "steps": steps, "batch_size": BATCH, "rows": rows, "latency": latency,
-               "split": read_json(os.path.join(out, "data", "split.json"), None),
-               "pool": read_json(os.path.join(out, "data", "aug", "pool.json"), None),
+               "split": read_json(os.path.join(source, "split.json") if record else
+                                  os.path.join(out, "data", "split.json"), None),
+               "pool": read_json(os.path.join(source, "pool.json") if record else
+                                 os.path.join(out, "data", "aug", "pool.json"), None),
                "complete": final and all(len(r["seeds"]) == len(plan["seeds"]) for r in rows.values()),
                "machine": machine()}
-    write_json_atomic(os.path.join(out, "results.json"), results)
+    if record:
+        results["record"] = {"run_folders": record.outs(), "rebuilds": record.rebuilds()}
     table = markdown(results)
-    with atomic_output(os.path.join(out, "results.md")) as f:
-        f.write(table + "\n")
-    try:
-        plot(results, os.path.join(out, "results.png"))
-    except ImportError as exc:  # matplotlib is a dev dependency
-        log(f"no plot ({exc})")
+    for folder in [out] + ([record.path] if record else []):
+        write_json_atomic(os.path.join(folder, "results.json"), results)
+        with atomic_output(os.path.join(folder, "results.md")) as f:
+            f.write(table + "\n")
+        try:
+            plot(results, os.path.join(folder, "results.png"))
+        except ImportError as exc:  # matplotlib is a dev dependency
+            log(f"no plot ({exc})")
+            break
     if final:
         print("\n" + table + "\n", flush=True)
 
@@ -890,6 +1079,17 @@ def markdown(results):
         lat = results["latency"]
         notes.append(f"Latency: {'exported MINDIR' if lat['format'] == 'MINDIR' else lat['format']}, batch 1, seq 64, median of {lat['repeats']} alternating calls, "
                      f"{lat['cpus']} CPUs, load average {lat['load_average'][0]:.2f}.")
+    kept = results.get("record")
+    if kept and len(kept["run_folders"]) > 1:
+        rebuilt = kept["rebuilds"]
+        same = sum(1 for r in rebuilt if r["identical"])
+        described = [f"{r['stage']} (" + ("identical final weights)" if r["identical"] else
+                                          f"different final weights: dev {_pct(r['dev'])}, {_pct(r['recorded_dev'])} "
+                                          f"recorded)") for r in rebuilt]
+        notes.append(f"Sessions: the stages were trained in {len(kept['run_folders'])} run folders (machines that do "
+                     f"not keep them between sessions; results kept in the record). The checkpoints later stages "
+                     f"start from were trained again from the same seed and data: "
+                     + (f"{', '.join(described)}; {same} of {len(rebuilt)} identical." if rebuilt else "none."))
     m = results["machine"]
     notes.append(f"Machine: {m['cpu']}, {m['cpus']} CPUs, Python {m['python']}, MindSpore {m['mindspore']}.")
     return "\n".join(lines + notes)

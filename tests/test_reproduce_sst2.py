@@ -146,6 +146,60 @@ def test_other_knobs_in_the_same_folder_are_refused(smoke, shared_data):
         plan_path.write_text(saved)
 
 
+@pytest.mark.slow
+def test_a_record_keeps_the_results_and_a_fresh_folder_trains_only_what_it_lacks(smoke, shared_data, tmp_path):
+    """--record: the finished smoke folder's results go into a small folder (no checkpoints); a fresh run folder with
+    that record (a new machine) trains only the stage the record lacks, and the checkpoints it starts from (the
+    seed-1 teacher, GD) again, comparing their final weights with the recorded ones."""
+    out, _ = smoke
+    record = tmp_path / "record"
+    proc = reproduce(out, shared_data, "--record", str(record))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "starting" not in proc.stdout  # everything was finished: recorded, not trained
+    names = sorted(p.name for p in (record / "stages").iterdir())
+    assert names == ["gd.json", "labels_s1.json", "td_aug_3l384_s1.json", "td_aug_nogd_s1.json", "td_aug_s1.json",
+                     "td_aug_sel_s1.json", "td_s1.json", "teacher_s1.json"]
+    assert not [p for p in record.rglob("*") if p.suffix in (".ckpt", ".mindrecord", ".mindir", ".tsv")]
+    recorded = json.loads((record / "results.json").read_text())
+    assert recorded["rows"] == json.loads((out / "results.json").read_text())["rows"]
+    for name in ("latency.json", "split.json", "pool.json", "results.md", "results.png"):
+        assert (record / name).is_file(), name
+    td = json.loads((record / "stages" / "td_s1.json").read_text())
+    assert td["out"] == str(out) and td["code"] and td["dev"]["sets"]["dev"]["examples"] == 96
+    assert "full_config" not in td["manifest"] and td["manifest"]["status"] == "finished"
+
+    # a new machine: a fresh run folder, the record without one stage
+    (record / "stages" / "td_s1.json").unlink()
+    fresh = tmp_path / "fresh"
+    proc = reproduce(fresh, shared_data, "--record", str(record))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    started = sorted(re.findall(r"\] (\S+): starting", proc.stdout))
+    assert started == ["gd", "td/s1", "teacher/s1"], started
+    assert not (fresh / "labels").exists() and not (fresh / "data" / "aug" / "train.mindrecord").exists()
+    assert "labels/s1: in the record (" in proc.stdout
+    assert json.loads((record / "stages" / "td_s1.json").read_text())["out"] == str(fresh)
+    for stage in ("teacher_s1", "gd"):
+        entry = json.loads((record / "stages" / f"{stage}.json").read_text())
+        assert entry["out"] == str(out) and len(entry["rebuilds"]) == 1, stage
+        rebuild = entry["rebuilds"][0]
+        manifest = json.loads(((fresh / "teacher_s1" / "teacher") if stage == "teacher_s1" else
+                               (fresh / "gd")).joinpath("manifest.json").read_text())
+        assert rebuild["out"] == str(fresh) and rebuild["student_sha256"] == manifest["student_sha256"], stage
+        assert rebuild["identical"] == (manifest["student_sha256"] == entry["manifest"]["student_sha256"]), stage
+    table = (record / "results.md").read_text()
+    assert "Sessions: the stages were trained in 2 run folders" in table and "teacher/s1 (" in table
+    after = json.loads((record / "results.json").read_text())
+    assert all(row["seeds"] == [1] for row in after["rows"].values()) and after["complete"] is True
+    # the rows the fresh folder did not train keep their recorded results
+    assert after["rows"]["labels"] == recorded["rows"]["labels"]
+    assert (fresh / "results.md").read_text() == table
+
+    # a record refuses other knobs, as a run folder does
+    proc = reproduce(tmp_path / "other", shared_data, "--record", str(record), "--aug_n", "3")
+    assert proc.returncode == 2 and "plan.json: this folder was run with other knobs: aug_n 1 there, 3 now. Give " \
+        "--record another folder" in proc.stderr, proc.stderr
+
+
 def _write_sst2(path, rows):
     path.write_text("sentence\tlabel\n" + "".join(f"{text} \t{label}\n" for text, label in rows), encoding="utf-8")
 
