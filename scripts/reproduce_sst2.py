@@ -194,10 +194,10 @@ def code_version():
         return "unknown"
 
 
-def check_plan(out, plan):
+def check_plan(out, plan, write=True):
     """OUT/plan.json must match (a run folder holds one plan); written on first use. The config file's hash is one
     of the knobs (an edited config is refused); the code version of every invocation is kept in plan["code"], so
-    the report says which code trained the stages."""
+    the report says which code trained the stages. A folder made here gets OUT/run_id (see run_id)."""
     from src.infra.files import write_json_atomic  # pylint: disable=import-outside-toplevel
 
     path = os.path.join(out, "plan.json")
@@ -212,9 +212,31 @@ def check_plan(out, plan):
             log(f"warning: this folder's finished stages were trained by code {', '.join(plan['code'])}; this "
                 f"invocation runs {version} (the report lists both)")
         plan["code"].append(version)
-    os.makedirs(out, exist_ok=True)
-    write_json_atomic(path, plan)
+    if write:
+        os.makedirs(out, exist_ok=True)
+        write_json_atomic(path, plan)
     return plan
+
+
+def run_id(out):
+    """OUT/run_id: a random id made with the folder. A record tells run folders apart by it, not by their path (a
+    replaced machine makes a new folder at the same path)."""
+    import uuid  # pylint: disable=import-outside-toplevel
+
+    path = os.path.join(out, "run_id")
+    if not os.path.isfile(path):
+        from src.infra.files import atomic_output  # pylint: disable=import-outside-toplevel
+
+        with atomic_output(path) as f:
+            f.write(uuid.uuid4().hex + "\n")
+    with open(path, encoding="utf-8") as f:
+        return f.read().strip()
+
+
+def needs(row, first_teacher):
+    """The stages whose checkpoints a row's training starts from."""
+    return {"labels": {"gd"}, "td": {"gd", first_teacher}, "td_aug": {"gd", first_teacher}}.get(
+        row, {first_teacher} if row.startswith("td_aug_") else set())
 
 
 def merge_plans(path, old, plan, elsewhere):
@@ -376,14 +398,20 @@ def main(argv=None):
     out = os.path.abspath(args.out or ("runs/reproduce_sst2_smoke" if args.smoke else "runs/reproduce_sst2"))
     record = Record(os.path.abspath(args.record)) if args.record else None
     try:
-        plan = check_plan(out, make_plan(args))
-        if record:  # the record's seeds and rows join the run's: its stages are part of the table
+        plan = check_plan(out, make_plan(args), write=not record)
+        if record:
+            # the record's seeds and rows join the run's (its stages are part of the table); both are checked before
+            # either is written, and the run folder keeps its own code versions (those that trained its stages)
             from src.infra.files import write_json_atomic  # pylint: disable=import-outside-toplevel
 
-            plan = record.check_plan(plan)
+            joined = record.check_plan(plan, write=False)
+            plan = check_plan(out, dict(joined, code=plan["code"]), write=False)
+            os.makedirs(out, exist_ok=True)
             write_json_atomic(os.path.join(out, "plan.json"), plan)
+            record.check_plan(joined)
     except ValueError as exc:
         parser.error(str(exc))
+    folder_id = run_id(out)
     quiet = ["--no_progress"] if args.no_progress else []
     data_dir = os.path.abspath(args.data_dir)
     files = {"train": os.path.join(data_dir, "glue", "SST-2", "train.tsv"),
@@ -449,15 +477,16 @@ def main(argv=None):
                 stages.append((f"{row}/s{seed}", "td" if row == "td" else "td_aug",
                                (steps["phase1"] + steps["phase2"]) * BATCH, layout.final_dir(row, seed)))
     # With a record: its stages are not trained again, except the checkpoints a stage still to train starts from
-    recorded = {key for key, *_ in stages if record and record.entry(key) is not None}
+    recorded = {key for key, *_ in stages if record and record.has(key)}
     to_train = [key for key, kind, _, run_dir in stages
                 if kind in ("labels", "td", "td_aug") and key not in recorded and not finished_run(run_dir)]
-    dependencies = {f"teacher/s{plan['seeds'][0]}", "gd"} if to_train else set()
+    first_teacher = f"teacher/s{plan['seeds'][0]}"
+    dependencies = set().union(*[needs(key.split("/")[0], first_teacher) for key in to_train])
     progress = Progress(out, stages, settled=recorded - dependencies, earlier=record.progress() if record else None)
 
     def keep(key, run_dir):
         if record:
-            record.keep(key, run_dir, progress.done.get(key), out, plan["code"])
+            record.keep(key, run_dir, progress.done.get(key), out, folder_id, plan["code"])
 
     def stage(key, kind, command, run_dir):
         """Run one training command unless its run directory is finished or the record holds it; record its time;
@@ -591,10 +620,9 @@ def main(argv=None):
                           "--checkpoint.student_init=teacher_mapped_layers", "--distill.layer_map=uniform"]
             # phase 1 then phase 2, one command (a finished phase 1 is skipped by the command itself)
             stage(f"{row}/s{seed}", "td_aug" if aug else "td", common + both + extra, os.path.join(row_out, "phase2"))
-        if index == 0:
-            if record and os.path.isfile(os.path.join(record.path, "latency.json")):
-                pass  # measured by the run that trained the first seed
-            elif measure_latency(out, layout, plan, teacher_dir) and record:
+        # once per table: the first time this folder has the teacher and a finished run of each student shape
+        if not (record and os.path.isfile(os.path.join(record.path, "latency.json"))):
+            if measure_latency(out, layout, plan, teacher_dir) and record:
                 record.keep_file("latency.json", os.path.join(out, "latency.json"))
 
     report(out, plan, layout, steps, final=True, record=record)
@@ -656,14 +684,20 @@ class Record:
         os.makedirs(os.path.dirname(target), exist_ok=True)
         write_json_atomic(target, data)
 
-    def check_plan(self, plan):
+    def check_plan(self, plan, write=True):
         """The run's plan joined to the record's (same knobs; seeds, rows and code versions add up); written."""
         path = os.path.join(self.path, "plan.json")
         old = read_json(path, None)
         if old is not None:
             plan = merge_plans(path, old, plan, "--record another folder")
-        self._write("plan.json", plan)
+        if write:
+            self._write("plan.json", plan)
         return plan
+
+    def has(self, key):
+        """The record holds stage `key` with its results (a student's or teacher's needs best.json and dev.json)."""
+        entry = self.entry(key)
+        return entry is not None and (key == "gd" or bool(entry.get("best") and entry.get("dev")))
 
     def entry(self, key):
         return read_json(os.path.join(self.stages_dir, stage_file_name(key)), None)
@@ -680,35 +714,45 @@ class Record:
                     found[entry["key"]] = entry["progress"]
         return found
 
-    def keep(self, key, run_dir, progress_entry, out, codes):
-        """Stage `key` is finished in `run_dir` (with its dev.json) of run folder `out`, whose invocations ran the
-        code versions `codes`: record it, or, when it is recorded from another run folder, compare this rebuild's
-        final weights with the recorded ones (once per run folder)."""
+    def keep(self, key, run_dir, progress_entry, out, folder_id, codes):
+        """Stage `key` is finished in `run_dir` (with its dev.json) of run folder `out` (OUT/run_id `folder_id`),
+        whose invocations ran the code versions `codes`: record it, or, when it is recorded from another run folder,
+        compare this one's final weights with the recorded ones (once per run folder)."""
         from src.training.manifest import Manifest  # pylint: disable=import-outside-toplevel
 
         manifest = Manifest.read(run_dir).to_dict()
         manifest.pop("full_config", None)
         dev = read_json(os.path.join(run_dir, "dev.json"), None)
         best = read_json(os.path.join(run_dir, "best.json"), None)
-        entry = self.entry(key)
+        entry, now = self.entry(key), time.strftime("%Y-%m-%d %H:%M:%S")
         if entry is None:
             self._write(os.path.join("stages", stage_file_name(key)), {
-                "key": key, "out": out, "code": list(codes), "recorded": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "key": key, "out": out, "run_id": folder_id, "code": list(codes), "recorded": now,
                 "progress": progress_entry, "manifest": manifest, "best": best, "dev": dev, "rebuilds": []})
             return
-        if entry["out"] == out or any(r["out"] == out for r in entry["rebuilds"]):
+        if not entry.get("run_id") and entry["out"] == out:  # written before run ids: this folder's from now on
+            entry["run_id"] = folder_id
+            self._write(os.path.join("stages", stage_file_name(key)), entry)
+        if folder_id in [self.folder(entry, out, folder_id)] + [self.folder(r, out, folder_id) for r in
+                                                                 entry["rebuilds"]]:
             return
         identical = manifest["student_sha256"] == entry["manifest"]["student_sha256"]
-        entry["rebuilds"].append({"out": out, "code": list(codes), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        entry["rebuilds"].append({"out": out, "run_id": folder_id, "code": list(codes), "date": now,
                                   "identical": identical, "student_sha256": manifest["student_sha256"],
                                   "dev": dev and dev["sets"]["dev"]["score"],
                                   "holdout": best and best["metrics"]["score"]})
         self._write(os.path.join("stages", stage_file_name(key)), entry)
         recorded = entry["dev"]["sets"]["dev"]["score"] if entry.get("dev") else None
-        log(f"{key}: trained again for the stages still to train; final weights "
+        log(f"{key}: recorded from another run folder and trained in this one too; final weights "
             + ("identical to the recorded ones (digest)" if identical else
-               f"DIFFER from the recorded ones (dev {dev and dev['sets']['dev']['score']} now, {recorded} recorded): "
-               f"the stages trained from here on start from this rebuild (noted under the table)"))
+               f"DIFFER from the recorded ones (dev {dev and dev['sets']['dev']['score']} here, {recorded} recorded): "
+               f"the stages trained in this folder start from this one (noted under the table)"))
+
+    @staticmethod
+    def folder(entry, out, folder_id):
+        """The run id of the folder that recorded `entry` (or a rebuild). Those written before run ids (commit
+        71b9a4b) name their folder by its path alone: that path is taken as this folder's (`out`, `folder_id`)."""
+        return entry.get("run_id") or (folder_id if entry["out"] == out else entry["out"])
 
     def keep_file(self, name, source):
         """A run-level JSON (split, pool, latency) into the record; a different one from a later run is reported."""
@@ -737,6 +781,8 @@ class Record:
             return []
         found = []
         for name in sorted(os.listdir(self.stages_dir)):
+            if not name.endswith(".json"):
+                continue
             entry = read_json(os.path.join(self.stages_dir, name), {})
             for rebuild in entry.get("rebuilds", []):
                 found.append({"stage": entry["key"], "identical": rebuild["identical"], "dev": rebuild["dev"],
@@ -744,11 +790,14 @@ class Record:
         return found
 
     def outs(self):
-        """The run folders the recorded stages were trained in."""
+        """The run folders (run ids, or paths for entries without one) the recorded stages and their rebuilds were
+        trained in."""
         if not os.path.isdir(self.stages_dir):
             return []
-        return sorted({read_json(os.path.join(self.stages_dir, n), {}).get("out") for n in os.listdir(self.stages_dir)
-                       if n.endswith(".json")} - {None})
+        entries = [read_json(os.path.join(self.stages_dir, n), {}) for n in os.listdir(self.stages_dir)
+                   if n.endswith(".json")]
+        return sorted({e.get("run_id") or e.get("out") for e in entries + [r for e in entries
+                                                                             for r in e.get("rebuilds", [])]} - {None})
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -865,22 +914,31 @@ def concat_tsv(paths, target):
 # ------------------------------------------------------------------------------------------------------------------
 # Latency and the report
 # ------------------------------------------------------------------------------------------------------------------
+def latency_models(layout, plan, teacher_dir):
+    """{name: run directory} to time: the teacher and one finished run of each student shape the plan's rows have
+    (any row, any seed: latency does not depend on the weights), or None while this folder lacks one of them."""
+    shapes = {}
+    for row in ("td_aug", "td_aug_3l384", "labels", "td", "td_aug_nogd", "td_aug_sel"):
+        if row in plan["rows"]:
+            shapes.setdefault("3l384" if row == "td_aug_3l384" else "4l312", []).extend(
+                layout.final_dir(row, seed) for seed in plan["seeds"])
+    models = {"teacher": teacher_dir} if finished_run(teacher_dir) else None
+    for shape, run_dirs in shapes.items():
+        found = next((d for d in run_dirs if finished_run(d)), None)
+        if models is None or found is None:
+            return None
+        models[shape] = found
+    return models
+
+
 def measure_latency(out, layout, plan, teacher_dir):
     """Batch-1 latency (seq 64, exported MINDIR) of the teacher and of each student shape, alternating calls."""
     path = os.path.join(out, "latency.json")
     if os.path.isfile(path):
         return True
-    seed = plan["seeds"][0]
-    untrained = [row for row in ("td_aug", "td_aug_3l384") if row in plan["rows"]
-                 and not finished_run(layout.final_dir(row, seed))]
-    if untrained:
-        log(f"no batch-1 latency: {', '.join(untrained)} of seed {seed} not trained in this run folder")
+    models = latency_models(layout, plan, teacher_dir)
+    if models is None:
         return False
-    models = {"teacher": teacher_dir}
-    for row in ("td_aug", "td_aug_3l384", "labels", "td"):
-        if row in plan["rows"] and finished_run(layout.final_dir(row, seed)):
-            shape = "3l384" if row == "td_aug_3l384" else "4l312"
-            models.setdefault(shape, layout.final_dir(row, seed))
     exports = {}
     for name, run_dir in models.items():
         if plan["smoke"]:  # no exports (tens of seconds each): the checkpoint runner, same network
@@ -1004,8 +1062,7 @@ def report(out, plan, layout, steps, final=False, record=None):
         try:
             plot(results, os.path.join(folder, "results.png"))
         except ImportError as exc:  # matplotlib is a dev dependency
-            log(f"no plot ({exc})")
-            break
+            log(f"no plot in {folder} ({exc})")
     if final:
         print("\n" + table + "\n", flush=True)
 
@@ -1084,8 +1141,10 @@ def markdown(results):
         rebuilt = kept["rebuilds"]
         same = sum(1 for r in rebuilt if r["identical"])
         described = [f"{r['stage']} (" + ("identical final weights)" if r["identical"] else
-                                          f"different final weights: dev {_pct(r['dev'])}, {_pct(r['recorded_dev'])} "
-                                          f"recorded)") for r in rebuilt]
+                                          "different final weights" + (f": dev {_pct(r['dev'])}, "
+                                                                       f"{_pct(r['recorded_dev'])} recorded)"
+                                                                       if r["dev"] is not None else ")"))
+                     for r in rebuilt]
         notes.append(f"Sessions: the stages were trained in {len(kept['run_folders'])} run folders (machines that do "
                      f"not keep them between sessions; results kept in the record). The checkpoints later stages "
                      f"start from were trained again from the same seed and data: "

@@ -153,6 +153,7 @@ def test_a_record_keeps_the_results_and_a_fresh_folder_trains_only_what_it_lacks
     seed-1 teacher, GD) again, comparing their final weights with the recorded ones."""
     out, _ = smoke
     record = tmp_path / "record"
+    rows_before = json.loads((out / "results.json").read_text())["rows"]
     proc = reproduce(out, shared_data, "--record", str(record))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "starting" not in proc.stdout  # everything was finished: recorded, not trained
@@ -161,11 +162,12 @@ def test_a_record_keeps_the_results_and_a_fresh_folder_trains_only_what_it_lacks
                      "td_aug_sel_s1.json", "td_s1.json", "teacher_s1.json"]
     assert not [p for p in record.rglob("*") if p.suffix in (".ckpt", ".mindrecord", ".mindir", ".tsv")]
     recorded = json.loads((record / "results.json").read_text())
-    assert recorded["rows"] == json.loads((out / "results.json").read_text())["rows"]
+    assert recorded["rows"] == rows_before  # the same table, now made from the record
     for name in ("latency.json", "split.json", "pool.json", "results.md", "results.png"):
         assert (record / name).is_file(), name
     td = json.loads((record / "stages" / "td_s1.json").read_text())
-    assert td["out"] == str(out) and td["code"] and td["dev"]["sets"]["dev"]["examples"] == 96
+    assert td["out"] == str(out) and td["run_id"] == (out / "run_id").read_text().strip()
+    assert td["code"] and td["dev"]["sets"]["dev"]["examples"] == 96
     assert "full_config" not in td["manifest"] and td["manifest"]["status"] == "finished"
 
     # a new machine: a fresh run folder, the record without one stage
@@ -174,7 +176,7 @@ def test_a_record_keeps_the_results_and_a_fresh_folder_trains_only_what_it_lacks
     proc = reproduce(fresh, shared_data, "--record", str(record))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     started = sorted(re.findall(r"\] (\S+): starting", proc.stdout))
-    assert started == ["gd", "td/s1", "teacher/s1"], started
+    assert started == ["gd", "td/s1", "teacher/s1"], started  # td starts from GD and distils from the teacher
     assert not (fresh / "labels").exists() and not (fresh / "data" / "aug" / "train.mindrecord").exists()
     assert "labels/s1: in the record (" in proc.stdout
     assert json.loads((record / "stages" / "td_s1.json").read_text())["out"] == str(fresh)
@@ -185,19 +187,108 @@ def test_a_record_keeps_the_results_and_a_fresh_folder_trains_only_what_it_lacks
         manifest = json.loads(((fresh / "teacher_s1" / "teacher") if stage == "teacher_s1" else
                                (fresh / "gd")).joinpath("manifest.json").read_text())
         assert rebuild["out"] == str(fresh) and rebuild["student_sha256"] == manifest["student_sha256"], stage
-        assert rebuild["identical"] == (manifest["student_sha256"] == entry["manifest"]["student_sha256"]), stage
+        assert isinstance(rebuild["identical"], bool), stage
     table = (record / "results.md").read_text()
     assert "Sessions: the stages were trained in 2 run folders" in table and "teacher/s1 (" in table
     after = json.loads((record / "results.json").read_text())
     assert all(row["seeds"] == [1] for row in after["rows"].values()) and after["complete"] is True
-    # the rows the fresh folder did not train keep their recorded results
+    # the rows the fresh folder did not train keep their recorded results; td/s1 is the fresh folder's
     assert after["rows"]["labels"] == recorded["rows"]["labels"]
-    assert (fresh / "results.md").read_text() == table
+    trained = json.loads((fresh / "td" / "s1" / "phase2" / "dev.json").read_text())["sets"]["dev"]["score"]
+    assert after["rows"]["td"]["runs"]["1"]["dev"] == trained
 
     # a record refuses other knobs, as a run folder does
     proc = reproduce(tmp_path / "other", shared_data, "--record", str(record), "--aug_n", "3")
     assert proc.returncode == 2 and "plan.json: this folder was run with other knobs: aug_n 1 there, 3 now. Give " \
         "--record another folder" in proc.stderr, proc.stderr
+    assert not (tmp_path / "other" / "plan.json").exists()  # refused before anything was written
+
+
+def _finished_stage(run_dir, digest, dev=None):
+    """A finished run directory as the commands leave it: manifest, best.json, dev.json (dev accuracy `dev`)."""
+    from src.training.manifest import Manifest  # pylint: disable=import-outside-toplevel
+
+    os.makedirs(run_dir, exist_ok=True)
+    Manifest(stage="finetune", config={}, started_from={}, status="finished", step=10, student_sha256=digest).write(
+        str(run_dir))
+    if dev is not None:
+        (run_dir / "best.json").write_text(json.dumps({"step": 5, "metrics": {"score": 0.8}, "num_parameters": 100,
+                                                       "model": {"num_hidden_layers": 4, "hidden_size": 312}}))
+        (run_dir / "dev.json").write_text(json.dumps({"sets": {"dev": {"score": dev, "examples": 872}}}))
+
+
+def test_a_record_tells_run_folders_apart_by_their_id_not_their_path(tmp_path):
+    """A replaced machine makes its run folder at the same path: the record still sees another folder, records the
+    rebuild of a stage it holds (identical or not), once, and counts two folders; entries without results do not
+    count as recorded; stray files in stages/ are ignored."""
+    module = load_script()
+    record = module.Record(str(tmp_path / "record"))
+    out = str(tmp_path / "run")
+    first, second = module.run_id(out), None
+    teacher = tmp_path / "run" / "teacher_s1" / "teacher"
+    _finished_stage(teacher, "aaa", dev=0.88)
+    record.keep("teacher/s1", str(teacher), {"kind": "teacher", "samples": 32, "seconds": 9.0}, out, first, ["c1"])
+    record.keep("teacher/s1", str(teacher), None, out, first, ["c1"])  # the same folder again: nothing new
+    assert record.has("teacher/s1") and record.entry("teacher/s1")["rebuilds"] == []
+    assert record.progress() == {"teacher/s1": {"kind": "teacher", "samples": 32, "seconds": 9.0}}
+
+    import shutil  # pylint: disable=import-outside-toplevel
+
+    shutil.rmtree(out)  # the machine is replaced; the new folder has the same path and another id
+    second = module.run_id(out)
+    assert second != first
+    _finished_stage(teacher, "bbb", dev=0.87)
+    record.keep("teacher/s1", str(teacher), None, out, second, ["c2"])
+    record.keep("teacher/s1", str(teacher), None, out, second, ["c2"])
+    (tmp_path / "record" / "stages" / ".gitkeep").write_text("")
+    entry = record.entry("teacher/s1")
+    assert entry["run_id"] == first and entry["dev"]["sets"]["dev"]["score"] == 0.88  # the recorded result stays
+    assert [(r["run_id"], r["identical"], r["dev"]) for r in entry["rebuilds"]] == [(second, False, 0.87)]
+    assert record.rebuilds() == [{"stage": "teacher/s1", "identical": False, "dev": 0.87, "recorded_dev": 0.88}]
+    assert record.outs() == sorted([first, second])
+
+    # an entry written before run ids names its folder by path: that path is this folder, not a rebuild
+    legacy = dict(record.entry("teacher/s1"), run_id=None, rebuilds=[])
+    assert module.Record.folder(legacy, out, second) == second
+    assert module.Record.folder(legacy, str(tmp_path / "elsewhere"), second) == out
+    (tmp_path / "record" / "stages" / "teacher_s1.json").write_text(json.dumps(legacy))
+    record.keep("teacher/s1", str(teacher), None, out, second, ["c2"])  # takes this folder's id: no rebuild
+    assert record.entry("teacher/s1")["run_id"] == second and record.entry("teacher/s1")["rebuilds"] == []
+    # a student entry without dev.json is not a result: its stage is trained again
+    gd, labels = tmp_path / "run" / "gd", tmp_path / "run" / "labels" / "s1" / "student_labels"
+    _finished_stage(gd, "ggg")
+    _finished_stage(labels, "lll")
+    record.keep("gd", str(gd), None, out, second, ["c2"])
+    record.keep("labels/s1", str(labels), None, out, second, ["c2"])
+    assert record.has("gd") and not record.has("labels/s1")
+    assert record.row_runs({"seeds": [1]}, "labels") == {}
+
+
+def test_each_row_waits_only_for_the_checkpoints_it_starts_from():
+    module = load_script()
+    assert module.needs("labels", "teacher/s1") == {"gd"}
+    assert module.needs("td", "teacher/s1") == module.needs("td_aug", "teacher/s1") == {"gd", "teacher/s1"}
+    for row in ("td_aug_nogd", "td_aug_3l384", "td_aug_sel"):
+        assert module.needs(row, "teacher/s1") == {"teacher/s1"}, row
+    assert module.needs("teacher", "teacher/s1") == set()
+
+
+def test_latency_takes_any_finished_run_of_each_shape(tmp_path):
+    """Latency needs the teacher and one finished run per student shape of the plan, from any row and seed (a folder
+    whose seed-1 rows are in a record times seed 2's)."""
+    module = load_script()
+    layout = module.Layout(str(tmp_path))
+    plan = {"rows": ["teacher", "labels", "td_aug", "td_aug_3l384"], "seeds": [1, 2]}
+    teacher = layout.teacher(1)
+    assert module.latency_models(layout, plan, teacher) is None
+    _finished_stage(tmp_path / "teacher_s1" / "teacher", "t")
+    _finished_stage(tmp_path / "labels" / "s2" / "student_labels", "l")
+    assert module.latency_models(layout, plan, teacher) is None  # no 3 x 384 run yet
+    _finished_stage(tmp_path / "td_aug_3l384" / "s2" / "phase2", "s")
+    assert module.latency_models(layout, plan, teacher) == {
+        "teacher": teacher, "4l312": layout.final_dir("labels", 2), "3l384": layout.final_dir("td_aug_3l384", 2)}
+    _finished_stage(tmp_path / "td_aug" / "s1" / "phase2", "a")  # the recipe's own run is preferred when there
+    assert module.latency_models(layout, plan, teacher)["4l312"] == layout.final_dir("td_aug", 1)
 
 
 def _write_sst2(path, rows):
