@@ -728,16 +728,21 @@ class Record:
         if entry is None:
             self._write(os.path.join("stages", stage_file_name(key)), {
                 "key": key, "out": out, "run_id": folder_id, "code": list(codes), "recorded": now,
-                "progress": progress_entry, "manifest": manifest, "best": best, "dev": dev, "rebuilds": []})
+                "machine": machine(), "progress": progress_entry, "manifest": manifest, "best": best, "dev": dev,
+                "rebuilds": []})
             return
         if not entry.get("run_id") and entry["out"] == out:  # written before run ids: this folder's from now on
             entry["run_id"] = folder_id
+            self._write(os.path.join("stages", stage_file_name(key)), entry)
+        if entry["run_id"] == folder_id and "machine" not in entry:  # written before machines: a folder has one
+            entry["machine"] = machine()
             self._write(os.path.join("stages", stage_file_name(key)), entry)
         if folder_id in [self.folder(entry, out, folder_id)] + [self.folder(r, out, folder_id) for r in
                                                                  entry["rebuilds"]]:
             return
         identical = manifest["student_sha256"] == entry["manifest"]["student_sha256"]
         entry["rebuilds"].append({"out": out, "run_id": folder_id, "code": list(codes), "date": now,
+                                  "machine": machine(),
                                   "identical": identical, "student_sha256": manifest["student_sha256"],
                                   "dev": dev and dev["sets"]["dev"]["score"],
                                   "holdout": best and best["metrics"]["score"]})
@@ -787,6 +792,22 @@ class Record:
             for rebuild in entry.get("rebuilds", []):
                 found.append({"stage": entry["key"], "identical": rebuild["identical"], "dev": rebuild["dev"],
                               "recorded_dev": entry["dev"]["sets"]["dev"]["score"] if entry.get("dev") else None})
+        return found
+
+    def machines(self):
+        """[{machine, stages}]: the machines that trained the recorded stages, in order of first use."""
+        found = []
+        if os.path.isdir(self.stages_dir):
+            entries = [read_json(os.path.join(self.stages_dir, n), {}) for n in sorted(os.listdir(self.stages_dir))
+                       if n.endswith(".json")]
+            for entry in sorted(entries, key=lambda e: e.get("recorded", "")):  # ties: by file name
+                if "machine" not in entry:
+                    continue
+                same = next((m for m in found if m["machine"] == entry["machine"]), None)
+                if same is None:
+                    same = {"machine": entry["machine"], "stages": []}
+                    found.append(same)
+                same["stages"].append(entry["key"])
         return found
 
     def outs(self):
@@ -1053,7 +1074,7 @@ def report(out, plan, layout, steps, final=False, record=None):
                "complete": final and all(len(r["seeds"]) == len(plan["seeds"]) for r in rows.values()),
                "machine": machine()}
     if record:
-        results["record"] = {"run_folders": record.outs(), "rebuilds": record.rebuilds()}
+        results["record"] = {"run_folders": record.outs(), "rebuilds": record.rebuilds(), "machines": record.machines()}
     table = markdown(results)
     for folder in [out] + ([record.path] if record else []):
         write_json_atomic(os.path.join(folder, "results.json"), results)
@@ -1068,13 +1089,20 @@ def report(out, plan, layout, steps, final=False, record=None):
 
 
 def machine():
+    """This machine: CPU model, usable cores, the ISA flags that change which kernels win (two "AMD EPYC" can
+    differ: AVX2 only, or AVX-512 with bf16), Python and MindSpore versions."""
     import platform  # pylint: disable=import-outside-toplevel
     import mindspore  # pylint: disable=import-outside-toplevel
-    from src.infra.levers import cpu_model_and_flags, usable_cores  # pylint: disable=import-outside-toplevel
+    from src.infra.levers import ISA_FLAGS, cpu_model_and_flags, usable_cores  # pylint: disable=import-outside-toplevel
 
-    model, _ = cpu_model_and_flags()
-    return {"cpu": model or platform.processor(), "cpus": usable_cores(), "python": platform.python_version(),
-            "mindspore": mindspore.__version__}
+    model, flags = cpu_model_and_flags()
+    return {"cpu": model or platform.processor(), "cpus": usable_cores(), "isa": [f for f in ISA_FLAGS if f in flags],
+            "python": platform.python_version(), "mindspore": mindspore.__version__}
+
+
+def describe_machine(m):
+    isa = f", {' '.join(m['isa']) or 'no AVX2'}" if "isa" in m else ""
+    return f"{m['cpu']}, {m['cpus']} CPUs{isa}, Python {m['python']}, MindSpore {m['mindspore']}"
 
 
 def _count(value):
@@ -1149,8 +1177,14 @@ def markdown(results):
                      f"not keep them between sessions; results kept in the record). The checkpoints later stages "
                      f"start from were trained again from the same seed and data: "
                      + (f"{', '.join(described)}; {same} of {len(rebuilt)} identical." if rebuilt else "none."))
-    m = results["machine"]
-    notes.append(f"Machine: {m['cpu']}, {m['cpus']} CPUs, Python {m['python']}, MindSpore {m['mindspore']}.")
+    trained_on = (kept or {}).get("machines")
+    if trained_on and len(trained_on) > 1:  # the record's stages, by the machine that trained them
+        notes.append("Machines: " + "; ".join(f"{describe_machine(m['machine'])} ({', '.join(m['stages'])})"
+                                              for m in trained_on) + ".")
+    elif trained_on:
+        notes.append(f"Machine: {describe_machine(trained_on[0]['machine'])}.")
+    else:
+        notes.append(f"Machine: {describe_machine(results['machine'])}.")
     return "\n".join(lines + notes)
 
 

@@ -262,6 +262,20 @@ def test_a_record_tells_run_folders_apart_by_their_id_not_their_path(tmp_path):
     record.keep("labels/s1", str(labels), None, out, second, ["c2"])
     assert record.has("gd") and not record.has("labels/s1")
     assert record.row_runs({"seeds": [1]}, "labels") == {}
+    # each entry names the machine that trained it (two "AMD EPYC" may differ in AVX-512); the table lists them
+    here = module.machine()
+    assert set(here) == {"cpu", "cpus", "isa", "python", "mindspore"}
+    assert [(m["machine"], sorted(m["stages"])) for m in record.machines()] == [(here, ["gd", "labels/s1",
+                                                                                          "teacher/s1"])]
+    other = dict(record.entry("gd"), machine=dict(here, isa=["avx2"]), recorded="2099-01-01 00:00:00")
+    (tmp_path / "record" / "stages" / "gd.json").write_text(json.dumps(other))
+    assert [sorted(m["stages"]) for m in record.machines()] == [["labels/s1", "teacher/s1"], ["gd"]]
+    line = next(line for line in module.markdown({
+        "plan": {"seeds": [1], "holdout_sentences": 1, "config": "c", "labels_lr": 5e-5}, "rows": {}, "latency": None,
+        "steps": {"teacher": 1, "gd": 1, "labels": 1, "phase1": 1, "phase2": 1}, "machine": here,
+        "record": {"run_folders": record.outs(), "rebuilds": record.rebuilds(),
+                   "machines": record.machines()}}).splitlines() if line.startswith("Machines: "))
+    assert line.endswith(", avx2, Python {}, MindSpore {} (gd).".format(here["python"], here["mindspore"])), line
 
 
 def test_each_row_waits_only_for_the_checkpoints_it_starts_from():
