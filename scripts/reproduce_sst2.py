@@ -660,7 +660,7 @@ def stage_file_name(key):
 
 
 class Record:
-    """RECORD (--record): what the table is made of, without checkpoints or data (tens of KB), so that the results
+    """RECORD (--record): what the table is made of, without checkpoints or data (a few hundred KB), so that the results
     outlive the run folder and one table can be trained across machines that do not keep it (a fresh machine per
     working session). It holds:
       plan.json                 the knobs (a run must have the same) and every code version that trained a stage
