@@ -149,8 +149,8 @@ def test_other_knobs_in_the_same_folder_are_refused(smoke, shared_data):
 @pytest.mark.slow
 def test_a_record_keeps_the_results_and_a_fresh_folder_trains_only_what_it_lacks(smoke, shared_data, tmp_path):
     """--record: the finished smoke folder's results go into a small folder (no checkpoints); a fresh run folder with
-    that record (a new machine) trains only the stage the record lacks, and the checkpoints it starts from (the
-    seed-1 teacher, GD) again, comparing their final weights with the recorded ones."""
+    that record (a new machine) trains only the stage the record lacks, and the checkpoint it starts from (GD for
+    labels-only; not the teacher) again, comparing its final weights with the recorded ones."""
     out, _ = smoke
     record = tmp_path / "record"
     rows_before = json.loads((out / "results.json").read_text())["rows"]
@@ -171,31 +171,30 @@ def test_a_record_keeps_the_results_and_a_fresh_folder_trains_only_what_it_lacks
     assert "full_config" not in td["manifest"] and td["manifest"]["status"] == "finished"
 
     # a new machine: a fresh run folder, the record without one stage
-    (record / "stages" / "td_s1.json").unlink()
+    (record / "stages" / "labels_s1.json").unlink()
     fresh = tmp_path / "fresh"
     proc = reproduce(fresh, shared_data, "--record", str(record))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     started = sorted(re.findall(r"\] (\S+): starting", proc.stdout))
-    assert started == ["gd", "td/s1", "teacher/s1"], started  # td starts from GD and distils from the teacher
-    assert not (fresh / "labels").exists() and not (fresh / "data" / "aug" / "train.mindrecord").exists()
-    assert "labels/s1: in the record (" in proc.stdout
-    assert json.loads((record / "stages" / "td_s1.json").read_text())["out"] == str(fresh)
-    for stage in ("teacher_s1", "gd"):
-        entry = json.loads((record / "stages" / f"{stage}.json").read_text())
-        assert entry["out"] == str(out) and len(entry["rebuilds"]) == 1, stage
-        rebuild = entry["rebuilds"][0]
-        manifest = json.loads(((fresh / "teacher_s1" / "teacher") if stage == "teacher_s1" else
-                               (fresh / "gd")).joinpath("manifest.json").read_text())
-        assert rebuild["out"] == str(fresh) and rebuild["student_sha256"] == manifest["student_sha256"], stage
-        assert isinstance(rebuild["identical"], bool), stage
+    assert started == ["gd", "labels/s1"], started  # labels-only starts from GD and needs no teacher
+    assert not (fresh / "teacher_s1").exists() and not (fresh / "td").exists()
+    assert not (fresh / "data" / "aug" / "train.mindrecord").exists()
+    assert "teacher/s1: in the record (" in proc.stdout and "td/s1: in the record (" in proc.stdout
+    assert json.loads((record / "stages" / "labels_s1.json").read_text())["out"] == str(fresh)
+    assert json.loads((record / "stages" / "teacher_s1.json").read_text())["rebuilds"] == []
+    entry = json.loads((record / "stages" / "gd.json").read_text())
+    assert entry["out"] == str(out) and len(entry["rebuilds"]) == 1
+    rebuild, manifest = entry["rebuilds"][0], json.loads((fresh / "gd" / "manifest.json").read_text())
+    assert rebuild["out"] == str(fresh) and rebuild["student_sha256"] == manifest["student_sha256"]
+    assert isinstance(rebuild["identical"], bool) and rebuild["run_id"] == (fresh / "run_id").read_text().strip()
     table = (record / "results.md").read_text()
-    assert "Sessions: the stages were trained in 2 run folders" in table and "teacher/s1 (" in table
+    assert "Sessions: the stages were trained in 2 run folders" in table and "gd (" in table
     after = json.loads((record / "results.json").read_text())
     assert all(row["seeds"] == [1] for row in after["rows"].values()) and after["complete"] is True
-    # the rows the fresh folder did not train keep their recorded results; td/s1 is the fresh folder's
-    assert after["rows"]["labels"] == recorded["rows"]["labels"]
-    trained = json.loads((fresh / "td" / "s1" / "phase2" / "dev.json").read_text())["sets"]["dev"]["score"]
-    assert after["rows"]["td"]["runs"]["1"]["dev"] == trained
+    # the rows the fresh folder did not train keep their recorded results; labels/s1 is the fresh folder's
+    assert after["rows"]["td"] == recorded["rows"]["td"]
+    trained = json.loads((fresh / "labels" / "s1" / "student_labels" / "dev.json").read_text())["sets"]["dev"]["score"]
+    assert after["rows"]["labels"]["runs"]["1"]["dev"] == trained
 
     # a record refuses other knobs, as a run folder does
     proc = reproduce(tmp_path / "other", shared_data, "--record", str(record), "--aug_n", "3")
