@@ -702,17 +702,16 @@ class Record:
     def entry(self, key):
         return read_json(os.path.join(self.stages_dir, stage_file_name(key)), None)
 
+    def entries(self):
+        """Every stage entry, in file-name order (other files in stages/ are ignored)."""
+        if not os.path.isdir(self.stages_dir):
+            return []
+        return [read_json(os.path.join(self.stages_dir, n), {}) for n in sorted(os.listdir(self.stages_dir))
+                if n.endswith(".json")]
+
     def progress(self):
         """{stage: its progress.json entry} of every recorded stage, from the run that trained it."""
-        if not os.path.isdir(self.stages_dir):
-            return {}
-        found = {}
-        for name in sorted(os.listdir(self.stages_dir)):
-            if name.endswith(".json"):
-                entry = read_json(os.path.join(self.stages_dir, name), {})
-                if entry.get("progress"):
-                    found[entry["key"]] = entry["progress"]
-        return found
+        return {entry["key"]: entry["progress"] for entry in self.entries() if entry.get("progress")}
 
     def keep(self, key, run_dir, progress_entry, out, folder_id, codes):
         """Stage `key` is finished in `run_dir` (with its dev.json) of run folder `out` (OUT/run_id `folder_id`),
@@ -782,41 +781,27 @@ class Record:
 
     def rebuilds(self):
         """[{stage, identical, dev, recorded_dev}] of every rebuild of a recorded stage."""
-        if not os.path.isdir(self.stages_dir):
-            return []
-        found = []
-        for name in sorted(os.listdir(self.stages_dir)):
-            if not name.endswith(".json"):
-                continue
-            entry = read_json(os.path.join(self.stages_dir, name), {})
-            for rebuild in entry.get("rebuilds", []):
-                found.append({"stage": entry["key"], "identical": rebuild["identical"], "dev": rebuild["dev"],
-                              "recorded_dev": entry["dev"]["sets"]["dev"]["score"] if entry.get("dev") else None})
-        return found
+        return [{"stage": entry["key"], "identical": rebuild["identical"], "dev": rebuild["dev"],
+                 "recorded_dev": entry["dev"]["sets"]["dev"]["score"] if entry.get("dev") else None}
+                for entry in self.entries() for rebuild in entry.get("rebuilds", [])]
 
     def machines(self):
         """[{machine, stages}]: the machines that trained the recorded stages, in order of first use."""
         found = []
-        if os.path.isdir(self.stages_dir):
-            entries = [read_json(os.path.join(self.stages_dir, n), {}) for n in sorted(os.listdir(self.stages_dir))
-                       if n.endswith(".json")]
-            for entry in sorted(entries, key=lambda e: e.get("recorded", "")):  # ties: by file name
-                if "machine" not in entry:
-                    continue
-                same = next((m for m in found if m["machine"] == entry["machine"]), None)
-                if same is None:
-                    same = {"machine": entry["machine"], "stages": []}
-                    found.append(same)
-                same["stages"].append(entry["key"])
+        for entry in sorted(self.entries(), key=lambda e: e.get("recorded", "")):  # ties: by file name
+            if "machine" not in entry:
+                continue
+            same = next((m for m in found if m["machine"] == entry["machine"]), None)
+            if same is None:
+                same = {"machine": entry["machine"], "stages": []}
+                found.append(same)
+            same["stages"].append(entry["key"])
         return found
 
     def outs(self):
         """The run folders (run ids, or paths for entries without one) the recorded stages and their rebuilds were
         trained in."""
-        if not os.path.isdir(self.stages_dir):
-            return []
-        entries = [read_json(os.path.join(self.stages_dir, n), {}) for n in os.listdir(self.stages_dir)
-                   if n.endswith(".json")]
+        entries = self.entries()
         return sorted({e.get("run_id") or e.get("out") for e in entries + [r for e in entries
                                                                              for r in e.get("rebuilds", [])]} - {None})
 
