@@ -1,6 +1,6 @@
 """Reproduce the TinyBERT recipe and its ablations at TinyBERT-4 size on the full SST-2, mean +- std over seeds.
 
-    python scripts/reproduce_sst2.py                      # the whole table (about 7 h on a 2-core CPU)
+    python scripts/reproduce_sst2.py                      # the whole table (4-7 h on a 2-core CPU, by its ISA)
     python scripts/reproduce_sst2.py --smoke              # every row on a tiny slice, a few minutes (the tests)
     python scripts/reproduce_sst2.py --seeds 1 --budget 0.5   # one seed, every training half as long
 
@@ -58,8 +58,8 @@ ROW_NAMES = {
 }
 # What a stage computes, for the ETA: seconds per training row (sample) of each kind, whole stages (evaluations,
 # checkpoints and compiles included, the time the run was stopped left out), measured by this script's second full run
-# (2026-12-07, 2-core AMD EPYC, seq 64 bucketed; GD seq 128; the teacher's is its second seed's, which ran alone);
-# replaced by a run's own measured figures as its stages finish.
+# (2026-12-07, 2-core AMD EPYC with AVX2, seq 64 bucketed; GD seq 128; the teacher's is its second seed's, which ran
+# alone; an AVX-512 machine ran them 1.7-2.0x faster); replaced by a run's own measured figures as its stages finish.
 # td: phase 1 (teacher + student) then phase 2 on stored teacher logits; td_aug: the teacher in both phases.
 PRIOR_SECONDS_PER_SAMPLE = {"teacher": 1 / 36.5, "labels": 1 / 73.0, "td": 1 / 40.0, "td_aug": 1 / 41.0, "gd": 1 / 8.95}
 BATCH = 32
@@ -141,8 +141,9 @@ def build_parser():
 
 # The default budget, sized for about 6 h on a 2-core CPU from rates estimated before any full run: the labels-only
 # student one epoch, the distilled ones 0.3 epoch of phase 1 (teacher and student in every step) + 0.4 epoch of
-# phase 2. At the rates the second full run measured (PRIOR_SECONDS_PER_SAMPLE: its seed-1 stages and second
-# teacher, 2026-12-07) its 7 rows take about 7 h; --budget 0.85 fits about 6 h.
+# phase 2. At the rates the second full run measured on an AVX2 machine (PRIOR_SECONDS_PER_SAMPLE: its seed-1
+# stages and second teacher, 2026-12-07) its 7 rows take about 7 h; --budget 0.85 fits about 6 h. The third full run
+# measured the whole plan on an AVX-512 machine: 4 h 20 min of stages (docs/reproduce_sst2).
 FULL = dict(seeds="1,2,3", holdout_sentences=500, train_rows=0, dev_rows=0, teacher_epochs=1.0, gd_steps=420,
             gd_dupe_factor=5, gd_batch=32, labels_epochs=1.0, phase1_epochs=0.3, phase2_epochs=0.4, aug_n=2, aug_rows=0,
             latency_repeats=100, gd_init="teacher_selected")

@@ -203,6 +203,38 @@ def test_a_record_keeps_the_results_and_a_fresh_folder_trains_only_what_it_lacks
     assert not (tmp_path / "other" / "plan.json").exists()  # refused before anything was written
 
 
+@pytest.mark.slow
+def test_paired_dev_predicts_every_run_as_the_table_scored_it_and_works_from_the_record_alone(smoke, tmp_path):
+    """scripts/paired_dev.py on the smoke folder: one prediction string per finished run, each with the accuracy of
+    that run's dev.json (the script refuses otherwise); the record keeps them and gives the same report alone."""
+    out, _ = smoke
+    record = tmp_path / "record"
+    command = [sys.executable, os.path.join(ROOT, "scripts", "paired_dev.py")]
+    env = dict(os.environ, GLOG_v="3")
+    proc = subprocess.run(command + ["--out", str(out), "--record", str(record)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=900, env=env, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    kept = json.loads((record / "dev_predictions.json").read_text())
+    assert sorted(kept["runs"]) == ["labels/s1", "td/s1", "td_aug/s1", "td_aug_3l384/s1", "td_aug_nogd/s1",
+                                    "td_aug_sel/s1", "teacher/s1"]
+    labels = kept["labels"]
+    assert len(labels) == 96 and set(labels) <= {"0", "1"}
+    results = json.loads((out / "results.json").read_text())["rows"]
+    for key, predicted in kept["runs"].items():
+        row = key.split("/")[0]
+        accuracy = sum(p == y for p, y in zip(predicted, labels)) / len(labels)
+        assert accuracy == pytest.approx(results[row]["runs"]["1"]["dev"], abs=1e-9), key
+        assert f"| {key} | {100 * accuracy:.2f} |" in proc.stdout
+    assert "| td_aug | labels | 1 |" in proc.stdout
+    report = (record / "paired_dev.md").read_text()
+    assert report == (out / "paired_dev.md").read_text()
+
+    alone = subprocess.run(command + ["--record", str(record)], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                           env=env, check=False)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    assert alone.stdout == report and "mindspore" not in alone.stderr.lower()
+
+
 def _finished_stage(run_dir, digest, dev=None):
     """A finished run directory as the commands leave it: manifest, best.json, dev.json (dev accuracy `dev`)."""
     from src.training.manifest import Manifest  # pylint: disable=import-outside-toplevel
