@@ -139,8 +139,8 @@ def predict_runs(out, predictions, log):
     return predictions
 
 
-def analyse(predictions, teacher_key=None):
-    """Markdown lines: per-run agreement with the teacher, per-pair McNemar counts."""
+def analyse(predictions):
+    """Markdown lines: per-run agreement with the teacher (the first seed's), per-pair McNemar counts."""
     labels = predictions["labels"]
     runs = predictions["runs"]
     n = len(labels)
@@ -149,17 +149,18 @@ def analyse(predictions, teacher_key=None):
         return sorted(int(k.split("/s")[1]) for k in runs if k.split("/s")[0] == row)
 
     teacher_seeds = seeds_of("teacher")
-    teacher_key = teacher_key or (f"teacher/s{teacher_seeds[0]}" if teacher_seeds else None)
+    teacher_key = f"teacher/s{teacher_seeds[0]}" if teacher_seeds else None
     lines = [f"Dev set: {n} sentences (sha256 {predictions['dev_sha256'][:12]}).", ""]
     if teacher_key in runs:
         teacher = runs[teacher_key]
         lines += [f"Agreement with the teacher {teacher_key}: the share of dev sentences given its label.", "",
                   "| run | dev accuracy | agrees with teacher | only teacher right | only student right |",
                   "|---|---:|---:|---:|---:|"]
-        for key in sorted(runs, key=_order):
+        t_right = [p == y for p, y in zip(teacher, labels)]
+        rows = load_reproduce().ROWS
+        for key in sorted(runs, key=lambda k: (rows.index(k.split("/s")[0]), int(k.split("/s")[1]))):
             pred = runs[key]
             right = [p == y for p, y in zip(pred, labels)]
-            t_right = [p == y for p, y in zip(teacher, labels)]
             agree = sum(p == t for p, t in zip(pred, teacher))
             lines.append(f"| {key} | {100 * sum(right) / n:.2f} | {100 * agree / n:.2f}% | "
                          f"{sum(t and not s for t, s in zip(t_right, right))} | "
@@ -176,12 +177,6 @@ def analyse(predictions, teacher_key=None):
             lines.append(f"| {first} | {second} | {seed} | {only_a} | {only_b} | {100 * (only_a - only_b) / n:+.2f} | "
                          f"{mcnemar_p(only_a, only_b):.3f} |")
     return lines
-
-
-def _order(key):
-    row, seed = key.split("/s")
-    rows = ("teacher", "labels", "td", "td_aug", "td_aug_nogd", "td_aug_3l384", "td_aug_sel")
-    return (rows.index(row) if row in rows else len(rows), row, int(seed))
 
 
 def main(argv=None):
